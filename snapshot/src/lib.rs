@@ -1,0 +1,1 @@
+//! Faithful, atomic, incremental and verified snapshots of directory trees (Docker volumes).
