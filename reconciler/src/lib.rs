@@ -1,5 +1,13 @@
 //! ci-warm: keeps a CI host's warm Co-op Cloud deployments current without losing their data.
 
+pub mod alert;
+pub mod atomic;
+pub mod cli;
+pub mod config;
+pub mod exit;
 pub mod gate;
+pub mod lock;
+pub mod names;
 pub mod recipe;
+pub mod state;
 pub mod version;

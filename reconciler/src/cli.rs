@@ -1,0 +1,52 @@
+//! The command line, declared with clap's derive API; `main.rs` dispatches on it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ci-warm",
+    version,
+    about = "Keeps a CI host's warm Co-op Cloud deployments current without losing their data",
+    long_about = None,
+    after_help = "Exit codes: 0 ok/no-op, 1 error, 2 usage or config error, 4 rolled back and recovered, \
+                  5 not recovered, 75 busy (another run holds the app's lock)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The JSON config file.
+    #[arg(long, global = true, env = "CI_WARM_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v debug, -vv trace); `CI_WARM_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect the config file.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate a config file and print it normalized (defaults filled in).
+    Check {
+        /// The file to check; defaults to --config.
+        file: Option<PathBuf>,
+    },
+}
