@@ -20,6 +20,7 @@ declare -A NEED=(
   [nix-instantiate]=nix-bin
   [systemd-analyze]=systemd
   [git]=git
+  [curl]=curl
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

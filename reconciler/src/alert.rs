@@ -33,6 +33,8 @@ pub enum Kind {
     Interrupted,
     /// A snapshot was refused for lack of space, or `disk check` crossed a threshold.
     DiskLow,
+    /// A snapshot could not be taken, so the upgrade was not attempted.
+    SnapshotFailed,
     /// The first deployment of an app failed its gate (nothing to roll back to).
     BootstrapFailed,
 }
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Interrupted => "interrupted",
             Kind::DiskLow => "disk-low",
             Kind::BootstrapFailed => "bootstrap-failed",
+            Kind::SnapshotFailed => "snapshot-failed",
         }
     }
 }
@@ -105,7 +108,11 @@ pub fn alerts_dir(state_dir: &Path) -> PathBuf {
 }
 
 /// Writes a new alert and returns its path.
-pub fn publish(state_dir: &Path, kind: Kind, new: NewAlert) -> Result<(Alert, PathBuf), AlertError> {
+pub fn publish(
+    state_dir: &Path,
+    kind: Kind,
+    new: NewAlert,
+) -> Result<(Alert, PathBuf), AlertError> {
     let dir = alerts_dir(state_dir);
     let err = |source| AlertError {
         app: new.app.clone(),
@@ -121,9 +128,17 @@ pub fn publish(state_dir: &Path, kind: Kind, new: NewAlert) -> Result<(Alert, Pa
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "unknown".to_owned());
-    let tmp = dir.join(format!("{}alert.{}", atomic::TMP_PREFIX, std::process::id()));
+    let tmp = dir.join(format!(
+        "{}alert.{}",
+        atomic::TMP_PREFIX,
+        std::process::id()
+    ));
     for attempt in 0u32..1000 {
-        let suffix = if attempt == 0 { String::new() } else { format!("-{attempt}") };
+        let suffix = if attempt == 0 {
+            String::new()
+        } else {
+            format!("-{attempt}")
+        };
         let id = format!("{stamp}-{}-{}{suffix}", new.app, kind.as_str());
         let alert = Alert {
             schema: ALERT_SCHEMA,
@@ -140,7 +155,8 @@ pub fn publish(state_dir: &Path, kind: Kind, new: NewAlert) -> Result<(Alert, Pa
             notes: new.notes.clone(),
             error: new.error.clone(),
         };
-        let mut bytes = serde_json::to_vec_pretty(&alert).map_err(|e| err(std::io::Error::other(e)))?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&alert).map_err(|e| err(std::io::Error::other(e)))?;
         bytes.push(b'\n');
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -182,8 +198,12 @@ pub fn run_hook(argv: Option<&[String]>, alert_path: &Path) {
         .status()
     {
         Ok(s) if s.success() => {}
-        Ok(s) => tracing::warn!(hook = %cmd, alert = %alert_path.display(), "on_alert hook failed: {s}"),
-        Err(e) => tracing::warn!(hook = %cmd, alert = %alert_path.display(), "on_alert hook could not run: {e}"),
+        Ok(s) => {
+            tracing::warn!(hook = %cmd, alert = %alert_path.display(), "on_alert hook failed: {s}")
+        }
+        Err(e) => {
+            tracing::warn!(hook = %cmd, alert = %alert_path.display(), "on_alert hook could not run: {e}")
+        }
     }
 }
 
@@ -215,7 +235,13 @@ mod tests {
         assert_eq!(ids.len(), 20);
         let leftovers = fs::read_dir(alerts_dir(d.path()))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(atomic::TMP_PREFIX))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(atomic::TMP_PREFIX)
+            })
             .count();
         assert_eq!(leftovers, 0);
     }

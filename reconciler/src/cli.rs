@@ -40,6 +40,16 @@ pub enum Command {
     /// Inspect the config file.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Release a held (or earlier failed) version of an app through the safety gate.
+    Approve(ApproveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The app (`warm-<recipe>` for a canonical).
+    pub app: String,
+    /// The version to let through, e.g. `2.0.0+2.0.0`.
+    pub version: String,
 }
 
 #[derive(Debug, Subcommand)]

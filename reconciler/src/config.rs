@@ -376,12 +376,11 @@ impl Config {
     /// Parses and validates; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let mut de = serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            ConfigError::Parse {
+        let config: Config =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError::Parse {
                 path: path.to_owned(),
                 problem: describe_parse_error(&e),
-            }
-        })?;
+            })?;
         de.end().map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             problem: e.to_string(),
@@ -416,7 +415,10 @@ impl Config {
             push("deployer.server".into(), "must name the abra server".into());
         }
         if self.health.timeout_secs == 0 {
-            push("health.timeout_secs".into(), "must be greater than 0".into());
+            push(
+                "health.timeout_secs".into(),
+                "must be greater than 0".into(),
+            );
         }
         if self.health.interval_ms == 0 {
             push("health.interval_ms".into(), "must be greater than 0".into());

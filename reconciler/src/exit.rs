@@ -39,6 +39,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
             return USAGE;
         }
+        if let Some(crate::lock::LockError::Busy { .. }) = cause.downcast_ref() {
+            return BUSY;
+        }
     }
     FAILURE
 }

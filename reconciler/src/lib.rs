@@ -3,11 +3,13 @@
 pub mod alert;
 pub mod atomic;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod exit;
 pub mod gate;
 pub mod lock;
 pub mod names;
 pub mod recipe;
+pub mod reconcile;
 pub mod state;
 pub mod version;

@@ -1,18 +1,16 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use ci_warm::cli::{Cli, Command, ConfigCmd};
-use ci_warm::config::Config;
+use ci_warm::cli::Cli;
 use ci_warm::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
-    match run(cli) {
+    match ci_warm::cmd::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             tracing::error!("{err:#}");
@@ -34,17 +32,4 @@ fn init_logging(verbose: u8) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-}
-
-fn run(cli: Cli) -> anyhow::Result<u8> {
-    match cli.command {
-        Command::Config(ConfigCmd::Check { file }) => {
-            let path = file.unwrap_or(cli.global.config);
-            let config = Config::load(&path)?;
-            let text = serde_json::to_string_pretty(&config).context("serializing the config")?;
-            println!("{text}");
-            tracing::info!(path = %path.display(), apps = config.apps.len(), canonicals = config.canonicals.len(), "config is valid");
-            Ok(exit::OK)
-        }
-    }
 }

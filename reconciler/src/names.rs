@@ -114,7 +114,14 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for n in ["traefik", "keycloak", "warm-nextcloud", "a", "0day", "x.y_z-1"] {
+        for n in [
+            "traefik",
+            "keycloak",
+            "warm-nextcloud",
+            "a",
+            "0day",
+            "x.y_z-1",
+        ] {
             assert_eq!(check("app", n), Ok(()), "{n}");
         }
     }
@@ -139,7 +146,10 @@ mod tests {
 
     #[test]
     fn stacks_and_domains() {
-        assert_eq!(stack_from_domain("warm-demo.ci.example.org"), "warm-demo_ci_example_org");
+        assert_eq!(
+            stack_from_domain("warm-demo.ci.example.org"),
+            "warm-demo_ci_example_org"
+        );
         assert!(check_stack("warm-demo_ci_example_org").is_ok());
         assert!(check_stack("a.b").is_err());
         assert!(check_stack(&"a".repeat(46)).is_err());

@@ -131,12 +131,13 @@ fn odd_version_tags_are_refused() {
 
 #[test]
 fn two_apps_on_one_stack_are_refused() {
-    let e = err(
-        r#"{"apps": {
+    let e = err(r#"{"apps": {
             "a": {"recipe": "x", "domain": "a.example.org", "stack": "shared"},
-            "b": {"recipe": "y", "domain": "b.example.org", "stack": "shared"}}}"#,
+            "b": {"recipe": "y", "domain": "b.example.org", "stack": "shared"}}}"#);
+    assert!(
+        e.contains("stack `shared` is already used by `apps.a`"),
+        "{e}"
     );
-    assert!(e.contains("stack `shared` is already used by `apps.a`"), "{e}");
 }
 
 #[test]
@@ -184,9 +185,7 @@ fn disk_thresholds_must_be_ordered() {
 
 #[test]
 fn inline_secrets_are_not_accepted() {
-    let e = err(
-        r#"{"keycloak": {"url": "https://sso.example.org", "admin_password": "hunter2"}}"#,
-    );
+    let e = err(r#"{"keycloak": {"url": "https://sso.example.org", "admin_password": "hunter2"}}"#);
     assert!(!e.contains("hunter2"), "a secret must not be echoed: {e}");
     let e = err(
         r#"{"keycloak": {"url": "https://sso.example.org", "admin_password": {"file": "pw"}}}"#,
@@ -198,12 +197,14 @@ fn inline_secrets_are_not_accepted() {
 fn sweep_placeholders_are_checked() {
     let e = err(r#"{"sweep": {"cold_command": ["run", "{recipe}", "--ver={verison}"]}}"#);
     assert!(e.contains("sweep.cold_command[2]"), "{e}");
-    parse(r#"{"sweep": {"cold_command": ["run", "{recipe}", "--v={version}", "{run}"]}}"#)
-        .unwrap();
+    parse(r#"{"sweep": {"cold_command": ["run", "{recipe}", "--v={version}", "{run}"]}}"#).unwrap();
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
     let e = err(r#"{"state_dir": "rel", "health": {"timeout_secs": 0}}"#);
-    assert!(e.contains("state_dir") && e.contains("health.timeout_secs"), "{e}");
+    assert!(
+        e.contains("state_dir") && e.contains("health.timeout_secs"),
+        "{e}"
+    );
 }

@@ -1,0 +1,20 @@
+use crate::cli::{ConfigCmd, Global};
+use crate::config::Config;
+use crate::exit;
+
+pub fn run(global: &Global, cmd: ConfigCmd) -> anyhow::Result<u8> {
+    match cmd {
+        ConfigCmd::Check { file } => {
+            let path = file.as_deref().unwrap_or(&global.config);
+            let config = Config::load(path)?;
+            super::print_json(&config)?;
+            tracing::info!(
+                path = %path.display(),
+                apps = config.apps.len(),
+                canonicals = config.canonicals.len(),
+                "config is valid"
+            );
+            Ok(exit::OK)
+        }
+    }
+}
