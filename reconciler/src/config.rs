@@ -5,7 +5,7 @@
 //! ends up with a gate nobody configured. Semantic checks run after parsing and report every
 //! problem at once, each with its path.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -272,6 +272,10 @@ fn default_status() -> u16 {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Canonical {
+    /// The version to keep the canonical on until the canonical registry has an entry for the
+    /// recipe; the registry's version wins once a cold run has promoted one.
+    #[serde(default)]
+    pub version: Option<String>,
     #[serde(default)]
     pub repo: Option<String>,
     /// Defaults to `warm-<recipe>.<ci_domain>`.
@@ -550,6 +554,9 @@ impl Config {
                     message: "needs a domain, or a top-level `ci_domain` to derive warm-<recipe>.<ci_domain>".into(),
                 }),
             }
+            if let Some(v) = &c.version {
+                check_version(v, &at("version"), &mut out);
+            }
             check_repo(c.repo.as_deref(), &at("repo"), &mut out);
             check_env_file(c.env_file.as_deref(), &at("env_file"), &mut out);
             for (i, v) in c.approved.iter().enumerate() {
@@ -747,10 +754,6 @@ fn nearest<'a>(bad: &str, valid: &[&'a str]) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Versions named in config that the gate must let through, by app.
-pub fn approved_set(list: &[String]) -> BTreeSet<Version> {
-    list.iter().filter_map(|v| v.parse().ok()).collect()
-}
 
 #[cfg(test)]
 mod tests;

@@ -11,5 +11,6 @@ pub mod lock;
 pub mod names;
 pub mod recipe;
 pub mod reconcile;
+pub mod spec;
 pub mod state;
 pub mod version;
