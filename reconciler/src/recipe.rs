@@ -8,6 +8,10 @@
 //! Callers hold the app's lock (`<app>/lock`) around every call, so no two git processes ever
 //! share a cache; that is what makes sweeping stale `*.lock` files after a kill safe.
 //!
+//! Fetching follows tags that moved on the origin (`--force`) and prunes deleted branches, but
+//! keeps tags deleted on the origin: a withdrawn tag may be the app's last good version, and a
+//! rollback must still be able to check it out.
+//!
 //! A failed fetch is always an error: treating it as "no new version" would silently freeze an
 //! app on an old release.
 
@@ -125,7 +129,12 @@ impl Rev {
     fn candidates(&self) -> Vec<String> {
         match self {
             Rev::Version(v) => vec![format!("refs/tags/{v}")],
-            Rev::Commit(c) => vec![c.clone()],
+            // A hex-looking name may still be a branch or tag (`cafe123`); commits win.
+            Rev::Commit(c) => vec![
+                c.clone(),
+                format!("refs/remotes/origin/{c}"),
+                format!("refs/tags/{c}"),
+            ],
             Rev::Ref(r) if r.starts_with("refs/") => vec![r.clone()],
             Rev::Ref(r) => vec![format!("refs/remotes/origin/{r}"), format!("refs/tags/{r}")],
         }
@@ -739,7 +748,8 @@ mod tests {
 
     #[test]
     fn ls_tree_parsing() {
-        let out = b"100644 blob abc\trelease/1.0.0+1\0120000 blob def\treleaseNotes/1.0.0+1.md\0";
+        let out =
+            b"100644 blob abc\trelease/1.0.0+1\x00120000 blob def\treleaseNotes/1.0.0+1.md\x00";
         let e = parse_ls_tree(out);
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].path, "release/1.0.0+1");
