@@ -1,0 +1,39 @@
+# Example `services.ci-warm` settings, as a host would write them. nix/checks.sh renders them
+# through modules/render.nix and has `ci-warm config check` accept the result.
+{
+  enable = true;
+  ciDomain = "ci.example.org";
+  deployer = { kind = "abra"; abraExecutable = "/run/current-system/sw/bin/abra"; server = "ci.example.org"; };
+  traefik = {
+    enable = true;
+    domain = "traefik.ci.example.org";
+    probes = [ { url = "http://127.0.0.1:8082/ping"; bodyContains = "OK"; } ];
+  };
+  keycloak = {
+    enable = true;
+    domain = "sso.ci.example.org";
+    url = "https://sso.ci.example.org";
+    adminPasswordFile = "/run/secrets/keycloak-admin-password";
+    healthTimeoutSecs = 600;
+  };
+  apps.demo = {
+    recipe = "demo";
+    repo = "/srv/recipes/demo";
+    domain = "demo.ci.example.org";
+    envFile = "/etc/ci-warm/demo.env";
+    approved = [ "2.0.0+2.0.0" ];
+    probes = [ { url = "http://127.0.0.1:18080/health"; } ];
+    onCalendar = "*:0/30";
+  };
+  canonicals.nextcloud = {
+    version = "10.7.1+31.0.2";
+    probes = [ { url = "https://warm-nextcloud.ci.example.org/status.php"; bodyContains = "installed"; } ];
+  };
+  alerts.onAlert = [ "/run/current-system/sw/bin/logger" "-t" "ci-warm-alert" ];
+  metricsFile = "/var/lib/prometheus-node-exporter/ci-warm.prom";
+  sweep = {
+    enable = true;
+    maxTests = 3;
+    coldCommand = [ "/run/current-system/sw/bin/ci-cold-test" "--recipe" "{recipe}" "--version" "{version}" "--run" "{run}" ];
+  };
+}
