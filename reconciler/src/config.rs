@@ -754,6 +754,5 @@ fn nearest<'a>(bad: &str, valid: &[&'a str]) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-
 #[cfg(test)]
 mod tests;

@@ -118,7 +118,8 @@ fn app_plan(config: &Config, name: &str, app: &config::App) -> AppPlan {
         env_file: app.env_file.clone(),
         probes,
         health_timeout: Duration::from_secs(
-            app.health_timeout_secs.unwrap_or(config.health.timeout_secs),
+            app.health_timeout_secs
+                .unwrap_or(config.health.timeout_secs),
         ),
         health_interval: Duration::from_millis(config.health.interval_ms),
         canonical_of: None,

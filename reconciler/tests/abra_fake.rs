@@ -1,0 +1,204 @@
+//! The abra deployer against a fake `abra` that records its argv: the exact command lines for
+//! deploy, chaos deploy and undeploy, and how failures are reported.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ci_warm::deploy::abra::AbraDeployer;
+use ci_warm::deploy::{DeployError, DeployTarget, Deployer, Revision};
+use ci_warm::docker::{
+    BoxFuture, ContainerObs, DockerError, NetworkObs, ServiceObs, SwarmJanitor, SwarmView,
+    VolumeObs,
+};
+
+/// A swarm in which the stack is already gone; counts how often the undeploy wait looked.
+#[derive(Default)]
+struct EmptySwarm {
+    looks: AtomicUsize,
+}
+
+impl SwarmView for EmptySwarm {
+    fn services<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<ServiceObs>, DockerError>> {
+        self.looks.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(vec![]) })
+    }
+    fn volumes<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<VolumeObs>, DockerError>> {
+        Box::pin(async { Ok(vec![]) })
+    }
+    fn containers_using<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ContainerObs>, DockerError>> {
+        Box::pin(async { Ok(vec![]) })
+    }
+    fn stack_containers<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ContainerObs>, DockerError>> {
+        Box::pin(async { Ok(vec![]) })
+    }
+    fn networks<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<NetworkObs>, DockerError>> {
+        Box::pin(async { Ok(vec![]) })
+    }
+}
+
+impl SwarmJanitor for EmptySwarm {
+    fn remove_stopped_container<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Writes a fake abra that appends one line per invocation (its args joined by `|`) to `log`,
+/// prints `output`, and exits with `code`.
+fn fake_abra(dir: &Path, log: &Path, output: &str, code: i32) -> PathBuf {
+    let path = dir.join("abra");
+    let script = format!(
+        "#!/bin/sh\n\
+         line=''\n\
+         for a in \"$@\"; do line=\"$line|$a\"; done\n\
+         printf '%s\\n' \"${{line#|}}\" >> '{}'\n\
+         echo '{output}'\n\
+         exit {code}\n",
+        log.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn target(dir: &Path, revision: Revision) -> DeployTarget {
+    DeployTarget {
+        app: "demo".into(),
+        domain: "demo.ci.example.org".into(),
+        stack: "demo_ci_example_org".into(),
+        checkout: dir.to_owned(),
+        env_file: dir.join("demo.ci.example.org.env"),
+        revision,
+    }
+}
+
+fn log_lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn deploy_chaos_deploy_and_undeploy_run_the_exact_command_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("argv.log");
+    let abra = fake_abra(dir.path(), &log, "ok", 0);
+    let swarm = Arc::new(EmptySwarm::default());
+    let deployer = AbraDeployer::new(swarm.clone(), abra);
+
+    deployer
+        .deploy(&target(dir.path(), Revision::Version("1.1.0+1.0.0".into())))
+        .await
+        .unwrap();
+    deployer
+        .deploy(&target(dir.path(), Revision::Chaos("0123abcd".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        swarm.looks.load(Ordering::SeqCst),
+        0,
+        "deploy does not wait for removal"
+    );
+    deployer
+        .undeploy(&target(dir.path(), Revision::Version("1.1.0+1.0.0".into())))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        log_lines(&log),
+        [
+            "app|deploy|demo.ci.example.org|1.1.0+1.0.0|--no-input|--force",
+            "app|deploy|demo.ci.example.org|0123abcd|--chaos|--no-input|--force",
+            "app|undeploy|demo.ci.example.org|--no-input",
+        ]
+    );
+    assert!(
+        swarm.looks.load(Ordering::SeqCst) >= 1,
+        "undeploy waits on the engine until the stack is gone"
+    );
+}
+
+#[tokio::test]
+async fn extra_deploy_args_are_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("argv.log");
+    let abra = fake_abra(dir.path(), &log, "ok", 0);
+    let mut deployer = AbraDeployer::new(Arc::new(EmptySwarm::default()), abra);
+    deployer.extra_deploy_args = vec!["--no-domain-checks".into()];
+    deployer
+        .deploy(&target(dir.path(), Revision::Version("2.0.0+2.0".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        log_lines(&log),
+        ["app|deploy|demo.ci.example.org|2.0.0+2.0|--no-input|--force|--no-domain-checks"]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_abra_is_an_error_naming_the_app_the_command_and_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("argv.log");
+    let abra = fake_abra(
+        dir.path(),
+        &log,
+        "FATA unable to deploy: image not found",
+        1,
+    );
+    let swarm = Arc::new(EmptySwarm::default());
+    let deployer = AbraDeployer::new(swarm.clone(), abra.clone());
+    let err = deployer
+        .deploy(&target(dir.path(), Revision::Version("9.9.9+1".into())))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DeployError::Command { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("app demo"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "{} app deploy demo.ci.example.org 9.9.9+1",
+            abra.display()
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("image not found"), "{msg}");
+
+    // A failed undeploy must not pretend the stack is gone: no wait, an error.
+    let err = deployer
+        .undeploy(&target(dir.path(), Revision::Version("9.9.9+1".into())))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("undeploy"), "{err}");
+    assert_eq!(swarm.looks.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_missing_abra_says_which_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let deployer = AbraDeployer::new(
+        Arc::new(EmptySwarm::default()),
+        dir.path().join("no-such-abra"),
+    );
+    let err = deployer
+        .deploy(&target(dir.path(), Revision::Version("1.0.0+1".into())))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no-such-abra") && msg.contains("app demo"),
+        "{msg}"
+    );
+}
