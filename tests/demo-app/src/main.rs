@@ -17,7 +17,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ fn healthcheck(port: &str) -> i32 {
 }
 
 /// What the data directory looks like after a start in `mode`.
-fn prepare_data(dir: &PathBuf, mode: &Mode, version: &str) -> std::io::Result<()> {
+fn prepare_data(dir: &Path, mode: &Mode, version: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let marker = dir.join("marker");
     if *mode == Mode::NeverHealthy {
@@ -100,7 +100,7 @@ fn prepare_data(dir: &PathBuf, mode: &Mode, version: &str) -> std::io::Result<()
     writeln!(log, "{version}")
 }
 
-fn respond(mut stream: TcpStream, healthy: bool, data: &PathBuf) {
+fn respond(mut stream: TcpStream, healthy: bool, data: &Path) {
     let mut buf = [0u8; 4096];
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let n = stream.read(&mut buf).unwrap_or(0);
