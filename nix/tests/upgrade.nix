@@ -6,7 +6,7 @@ pkgs.testers.runNixOSTest {
   testScript = ''
     machine.wait_for_unit("docker.service")
     machine.succeed("docker swarm init --advertise-addr 127.0.0.1")
-    machine.succeed("ci-warm-fixtures images")
+    machine.succeed("ci-warm-fixtures images --binary ${demoApp}/bin/demo-app")
     machine.succeed("ci-warm-fixtures recipe /srv/recipes/demo --upto 1.0.0+1.0.0")
     machine.succeed("systemctl start ci-warm-demo.service")
     machine.succeed("curl -fsS http://127.0.0.1:18080/health")
