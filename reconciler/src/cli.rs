@@ -40,6 +40,8 @@ pub enum Command {
     /// Inspect the config file.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Bring apps to their newest safe version through the health gate, rolling back on failure.
+    Reconcile(ReconcileArgs),
     /// Release a held (or earlier failed) version of an app through the safety gate.
     Approve(ApproveArgs),
 }
@@ -59,4 +61,17 @@ pub enum ConfigCmd {
         /// The file to check; defaults to --config.
         file: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Apps to reconcile, by name (`warm-<recipe>` for a canonical).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub apps: Vec<String>,
+    /// Reconcile every configured app.
+    #[arg(long)]
+    pub all: bool,
+    /// Wait for an app's lock instead of exiting 75 (busy) at once.
+    #[arg(long)]
+    pub wait: bool,
 }

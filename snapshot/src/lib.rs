@@ -1,1 +1,24 @@
 //! Faithful, atomic, incremental and verified snapshots of directory trees (Docker volumes).
+//!
+//! A snapshot directory holds `manifest.json` and `volumes/<name>/`, a faithful copy of each
+//! source tree: regular files (holes kept), directories, symlinks (never followed), hardlinks,
+//! fifos and device nodes, with owner, full mode, nanosecond mtime and every xattr (POSIX ACLs
+//! included). See DESIGN.md, "Snapshots".
+
+mod copy;
+mod error;
+pub mod manifest;
+mod meta;
+mod publish;
+mod restore;
+mod space;
+mod take;
+mod verify;
+
+pub use error::{Error, Result};
+pub use manifest::Manifest;
+pub use publish::{SNAPSHOT, TMP_PREFIX, sweep_stale};
+pub use restore::{restore, volume_names};
+pub use space::{Reserve, free_and_total};
+pub use take::{Summary, TakeRequest, take};
+pub use verify::{Problem, VerifyReport, verify};

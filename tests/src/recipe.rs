@@ -123,6 +123,9 @@ services:
       endpoint_mode: dnsrr
       restart_policy:
         condition: none
+      # A finished one-shot would otherwise count as a failed update and pause it.
+      update_config:
+        failure_action: continue
 volumes:
   data:
 "#,

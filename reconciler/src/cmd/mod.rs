@@ -3,6 +3,7 @@
 
 mod approve;
 mod config;
+mod reconcile;
 
 use crate::cli::{Cli, Command};
 
@@ -12,6 +13,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Config(c) => config::run(&global, c),
         Command::Approve(a) => approve::run(&global, a),
+        Command::Reconcile(a) => reconcile::run(&global, a),
     }
 }
 

@@ -1,0 +1,89 @@
+use serde::Serialize;
+
+use crate::cli::{Global, ReconcileArgs};
+use crate::config::Config;
+use crate::exit::{self, Exit};
+use crate::live::LivePlatform;
+use crate::lock;
+use crate::reconcile::Reconciler;
+use crate::spec::{self, AppPlan};
+
+#[derive(Debug, Serialize)]
+struct Report {
+    app: String,
+    outcome: String,
+    detail: String,
+    exit: u8,
+}
+
+pub fn run(global: &Global, args: ReconcileArgs) -> anyhow::Result<u8> {
+    let config = Config::load(&global.config)?;
+    let plans: Vec<AppPlan> = if args.all {
+        spec::plans(&config)
+    } else if args.apps.is_empty() {
+        return Err(Exit::new(exit::USAGE, "name at least one app, or --all").into());
+    } else {
+        args.apps
+            .iter()
+            .map(|a| spec::plan(&config, a).map_err(|e| Exit::new(exit::USAGE, e.to_string())))
+            .collect::<Result<_, _>>()?
+    };
+    let mut reports = Vec::new();
+    for plan in plans {
+        let app = plan.spec.name.clone();
+        let report = match reconcile_one(&config, plan, args.wait) {
+            Ok((outcome, code)) => Report {
+                app,
+                outcome: outcome.0,
+                detail: outcome.1,
+                exit: code,
+            },
+            Err(e) => {
+                let code = exit::code_for(&e);
+                tracing::error!(app = %app, "{e:#}");
+                Report {
+                    app,
+                    outcome: if code == exit::BUSY { "busy" } else { "error" }.to_owned(),
+                    detail: format!("{e:#}"),
+                    exit: code,
+                }
+            }
+        };
+        if !global.json {
+            println!("{}: {} ({})", report.app, report.detail, report.outcome);
+        }
+        reports.push(report);
+    }
+    if global.json {
+        super::print_json(&reports)?;
+    }
+    Ok(worst(reports.iter().map(|r| r.exit)))
+}
+
+fn reconcile_one(
+    config: &Config,
+    plan: AppPlan,
+    wait: bool,
+) -> anyhow::Result<((String, String), u8)> {
+    let app_dir = config.state_dir.join(&plan.spec.name);
+    let _lock = lock::acquire(&app_dir, &plan.spec.name, wait)?;
+    let spec = plan.spec.clone();
+    let mut platform = LivePlatform::new(config, plan)?;
+    let outcome = Reconciler::new(&spec, &config.state_dir, &mut platform)?.run()?;
+    Ok((
+        (outcome.name().to_owned(), outcome.to_string()),
+        outcome.exit_code(),
+    ))
+}
+
+/// The exit code of several apps: the most severe one wins.
+fn worst(codes: impl Iterator<Item = u8>) -> u8 {
+    let rank = |c: u8| match c {
+        exit::OK => 0,
+        exit::ROLLED_BACK => 1,
+        exit::BUSY => 2,
+        exit::FAILURE | exit::USAGE => 3,
+        _ => 4,
+    };
+    codes.max_by_key(|c| rank(*c)).unwrap_or(exit::OK)
+}

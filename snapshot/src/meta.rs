@@ -1,0 +1,257 @@
+//! File metadata the snapshot must reproduce: owner, full mode, xattrs (incl. POSIX ACLs, which
+//! are the `system.posix_acl_*` xattrs), and nanosecond mtimes. Never follows symlinks.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::sys::stat::{UtimensatFlags, utimensat};
+use nix::sys::time::TimeSpec;
+
+use crate::error::{Result, io, nix_io};
+use crate::manifest::{Bytes, Entry, Kind, SourceId, xattr_key};
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// Every xattr of `path` (the link itself for a symlink).
+pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let c = cpath(path)?;
+    let mut out = BTreeMap::new();
+    // SAFETY: size query with a null buffer.
+    let len = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    if len < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENOTSUP) {
+            Ok(out)
+        } else {
+            Err(e)
+        };
+    }
+    if len == 0 {
+        return Ok(out);
+    }
+    let mut names = vec![0u8; len as usize];
+    // SAFETY: buffer of the size the kernel asked for.
+    let len = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    names.truncate(len as usize);
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cname =
+            CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        // SAFETY: size query.
+        let vlen = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
+        if vlen < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut value = vec![0u8; vlen as usize];
+        // SAFETY: buffer of the queried size.
+        let vlen = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if vlen < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        value.truncate(vlen as usize);
+        out.insert(name.to_vec(), value);
+    }
+    Ok(out)
+}
+
+/// Makes `path`'s xattrs exactly `want`.
+pub fn write_xattrs(path: &Path, want: &BTreeMap<Vec<u8>, Vec<u8>>) -> io::Result<()> {
+    let have = read_xattrs(path)?;
+    if &have == want {
+        return Ok(());
+    }
+    let c = cpath(path)?;
+    for name in have.keys().filter(|k| !want.contains_key(*k)) {
+        let cname = CString::new(name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        // SAFETY: valid C strings.
+        if unsafe { libc::lremovexattr(c.as_ptr(), cname.as_ptr()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    for (name, value) in want {
+        if have.get(name) == Some(value) {
+            continue;
+        }
+        let cname = CString::new(name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        // SAFETY: valid C strings and a buffer of the given length.
+        if unsafe {
+            libc::lsetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+pub fn kind_of(md: &std::fs::Metadata) -> Option<Kind> {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = md.file_type();
+    if ft.is_file() {
+        Some(Kind::File)
+    } else if ft.is_dir() {
+        Some(Kind::Dir)
+    } else if ft.is_symlink() {
+        Some(Kind::Symlink)
+    } else if ft.is_fifo() {
+        Some(Kind::Fifo)
+    } else if ft.is_char_device() {
+        Some(Kind::Chardev)
+    } else if ft.is_block_device() {
+        Some(Kind::Blockdev)
+    } else {
+        None
+    }
+}
+
+/// The manifest entry of `path` (no hash yet), or `None` for a socket.
+pub fn entry_of(path: &Path, rel: &Path) -> Result<Option<Entry>> {
+    let md = std::fs::symlink_metadata(path).map_err(io("lstat", path))?;
+    let Some(kind) = kind_of(&md) else {
+        return Ok(None);
+    };
+    let xattrs = read_xattrs(path)
+        .map_err(io("reading xattrs of", path))?
+        .into_iter()
+        .map(|(k, v)| (xattr_key(&k), Bytes::from_bytes(&v)))
+        .collect();
+    let target = if kind == Kind::Symlink {
+        let t = std::fs::read_link(path).map_err(io("readlink", path))?;
+        Some(Bytes::from_bytes(t.as_os_str().as_bytes()))
+    } else {
+        None
+    };
+    let mut e = Entry {
+        path: None,
+        path_hex: None,
+        kind,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        size: if kind == Kind::File { md.size() } else { 0 },
+        mtime_sec: md.mtime(),
+        mtime_nsec: md.mtime_nsec(),
+        xattrs,
+        target,
+        rdev: matches!(kind, Kind::Chardev | Kind::Blockdev).then(|| md.rdev()),
+        link_of: None,
+        sha256: None,
+        src: (kind == Kind::File).then(|| source_id(&md)),
+    };
+    e.set_rel(rel);
+    Ok(Some(e))
+}
+
+pub fn source_id(md: &std::fs::Metadata) -> SourceId {
+    SourceId {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+        ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
+    }
+}
+
+/// Applies owner, mode, xattrs and mtime of `e` to `path` (order matters: chown clears
+/// setuid/setgid, so chmod comes after it; the mtime comes last).
+pub fn apply(path: &Path, e: &Entry) -> Result<()> {
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(nix::unistd::Uid::from_raw(e.uid)),
+        Some(nix::unistd::Gid::from_raw(e.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(nix_io("chown", path))?;
+    if e.kind != Kind::Symlink {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode))
+            .map_err(io("chmod", path))?;
+    }
+    write_xattrs(path, &e.xattr_map()).map_err(io("writing xattrs of", path))?;
+    set_mtime(path, e)
+}
+
+pub fn set_mtime(path: &Path, e: &Entry) -> Result<()> {
+    let t = TimeSpec::new(e.mtime_sec, e.mtime_nsec);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(nix_io("setting the mtime of", path))
+}
+
+/// Whether the metadata of `path` equals the entry's (content not compared).
+pub fn differences(path: &Path, e: &Entry) -> Result<Vec<String>> {
+    let md = std::fs::symlink_metadata(path).map_err(io("lstat", path))?;
+    let mut out = Vec::new();
+    if kind_of(&md) != Some(e.kind) {
+        out.push(format!("type is {:?}, expected {:?}", kind_of(&md), e.kind));
+        return Ok(out);
+    }
+    if e.kind != Kind::Symlink && md.mode() & 0o7777 != e.mode {
+        out.push(format!(
+            "mode is {:o}, expected {:o}",
+            md.mode() & 0o7777,
+            e.mode
+        ));
+    }
+    if (md.uid(), md.gid()) != (e.uid, e.gid) {
+        out.push(format!(
+            "owner is {}:{}, expected {}:{}",
+            md.uid(),
+            md.gid(),
+            e.uid,
+            e.gid
+        ));
+    }
+    if e.kind == Kind::File && md.size() != e.size {
+        out.push(format!("size is {}, expected {}", md.size(), e.size));
+    }
+    if (md.mtime(), md.mtime_nsec()) != (e.mtime_sec, e.mtime_nsec) {
+        out.push("mtime differs".to_owned());
+    }
+    if let Some(rdev) = e.rdev
+        && md.rdev() != rdev
+    {
+        out.push(format!("device is {}, expected {rdev}", md.rdev()));
+    }
+    if let Some(t) = &e.target {
+        let have = std::fs::read_link(path).map_err(io("readlink", path))?;
+        if have.as_os_str().as_bytes() != t.to_bytes().as_slice() {
+            out.push("symlink target differs".to_owned());
+        }
+    }
+    let xattrs = read_xattrs(path).map_err(io("reading xattrs of", path))?;
+    if xattrs != e.xattr_map() {
+        out.push("xattrs differ".to_owned());
+    }
+    Ok(out)
+}

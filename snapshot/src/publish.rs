@@ -1,0 +1,108 @@
+//! Swapping a finished snapshot into place atomically, and sweeping what killed runs left.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, io};
+
+pub const SNAPSHOT: &str = "snapshot";
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// A fresh temporary directory name beside the snapshot.
+pub fn tmp_dir(parent: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    parent.join(format!("{TMP_PREFIX}{}-{nanos}", std::process::id()))
+}
+
+/// Removes in-progress snapshots of killed runs (never read, so always safe to drop).
+pub fn sweep_stale(parent: &Path) -> Result<usize> {
+    let mut n = 0;
+    let rd = match std::fs::read_dir(parent) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("listing", parent)(e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(io("listing", parent))?;
+        if entry
+            .file_name()
+            .as_bytes()
+            .starts_with(TMP_PREFIX.as_bytes())
+        {
+            let p = entry.path();
+            tracing::info!(path = %p.display(), "removing a stale in-progress snapshot");
+            remove_tree(&p)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+pub fn remove_tree(p: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(md) if md.is_dir() => std::fs::remove_dir_all(p).map_err(io("removing", p)),
+        Ok(_) => std::fs::remove_file(p).map_err(io("removing", p)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("lstat", p)(e)),
+    }
+}
+
+/// Makes `tmp` the snapshot: exchanged with the old one in one rename, so a reader (or a
+/// crash) sees either the old or the new snapshot, whole. The old one is removed afterwards.
+pub fn publish(parent: &Path, tmp: &Path) -> Result<()> {
+    let dst = parent.join(SNAPSHOT);
+    let exists = std::fs::symlink_metadata(&dst).is_ok();
+    if exists {
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes())
+                .map_err(|e| io("naming", p)(io::Error::new(io::ErrorKind::InvalidInput, e)))
+        };
+        let (a, b) = (c(tmp)?, c(&dst)?);
+        // SAFETY: two valid C paths relative to the cwd fd.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r != 0 {
+            return Err(io("exchanging the snapshot with", tmp)(
+                io::Error::last_os_error(),
+            ));
+        }
+    } else {
+        std::fs::rename(tmp, &dst).map_err(io("publishing", tmp))?;
+    }
+    sync_dir(parent)?;
+    if exists {
+        // `tmp` now holds the previous snapshot.
+        remove_tree(tmp)?;
+    }
+    Ok(())
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io("fsyncing", dir))
+}
+
+/// Flushes every dirty page of the filesystem holding `dir`: one syscall instead of an fsync
+/// per file of a tree with tens of thousands of files.
+pub fn syncfs(dir: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dir).map_err(io("opening", dir))?;
+    // SAFETY: syncfs on an open fd.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(io("syncfs", dir)(io::Error::last_os_error()));
+    }
+    Ok(())
+}

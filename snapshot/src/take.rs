@@ -1,0 +1,348 @@
+//! Taking a snapshot: walk each source tree, copy it into a temporary directory beside the
+//! published snapshot (reusing unchanged files of the previous snapshot by hardlink), write the
+//! manifest last, flush, and swap it in.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::copy::{self, Method};
+use crate::error::{Error, Result, io, nix_io};
+use crate::manifest::{self, Entry, Kind, Manifest, VOLUMES, Volume};
+use crate::meta;
+use crate::publish;
+use crate::space::{self, Reserve};
+
+/// Per-entry overhead assumed by the space estimate (inode, directory entry, metadata blocks).
+const ENTRY_OVERHEAD: u64 = 4096;
+
+#[derive(Debug, Clone)]
+pub struct TakeRequest {
+    /// The app directory: the snapshot is `<parent>/snapshot`.
+    pub parent: PathBuf,
+    /// (volume name, source directory) pairs.
+    pub sources: Vec<(String, PathBuf)>,
+    pub reserve: Reserve,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub other: u64,
+    /// Bytes written by copying.
+    pub bytes_copied: u64,
+    /// Bytes reused from the previous snapshot (hardlink) or shared by reflink.
+    pub bytes_reused: u64,
+    pub sockets_skipped: u64,
+    pub millis: u64,
+}
+
+struct Job {
+    src: PathBuf,
+    dst: PathBuf,
+    index: usize,
+}
+
+/// Takes a snapshot of `req.sources` and publishes it atomically.
+pub fn take(req: &TakeRequest) -> Result<Summary> {
+    let started = Instant::now();
+    for (name, _) in &req.sources {
+        manifest::check_name(name)?;
+    }
+    std::fs::create_dir_all(&req.parent).map_err(io("creating", &req.parent))?;
+    publish::sweep_stale(&req.parent)?;
+    let prev_dir = req.parent.join(publish::SNAPSHOT);
+    let previous = Manifest::load(&prev_dir).ok();
+
+    // Plan first (metadata only) so the space check happens before anything is written.
+    let mut plans = Vec::new();
+    let mut needed = 0u64;
+    let mut summary = Summary::default();
+    for (name, src) in &req.sources {
+        let prev = previous.as_ref().and_then(|m| m.volume(name));
+        let plan = plan_volume(name, src, prev, &prev_dir)?;
+        needed += plan.needed;
+        summary.sockets_skipped += plan.sockets;
+        plans.push(plan);
+    }
+    space::check(&req.parent, needed, req.reserve)?;
+
+    let tmp = publish::tmp_dir(&req.parent);
+    let result = build(&tmp, &prev_dir, &mut plans, &mut summary).and_then(|()| {
+        let volumes: Vec<Volume> = plans
+            .into_iter()
+            .map(|p| Volume {
+                name: p.name,
+                entries: p.entries,
+            })
+            .collect();
+        let m = Manifest::new(now(), volumes);
+        let bytes = serde_json::to_vec(&m).map_err(|e| Error::Manifest {
+            path: tmp.join(manifest::FILE),
+            why: e.to_string(),
+        })?;
+        let mpath = tmp.join(manifest::FILE);
+        std::fs::write(&mpath, bytes).map_err(io("writing", &mpath))?;
+        publish::syncfs(&tmp)?;
+        publish::sync_dir(&tmp)?;
+        publish::publish(&req.parent, &tmp)
+    });
+    if result.is_err() {
+        // Nothing of the failed attempt may linger (a full disk stays full otherwise).
+        let _ = publish::remove_tree(&tmp);
+    }
+    result?;
+    summary.millis = started.elapsed().as_millis() as u64;
+    tracing::info!(parent = %req.parent.display(), files = summary.files, copied = summary.bytes_copied, reused = summary.bytes_reused, millis = summary.millis, "snapshot published");
+    Ok(summary)
+}
+
+struct Plan {
+    name: String,
+    src: PathBuf,
+    entries: Vec<Entry>,
+    /// For each entry: reuse this file of the previous snapshot instead of copying.
+    reuse: Vec<Option<PathBuf>>,
+    needed: u64,
+    sockets: u64,
+}
+
+fn plan_volume(name: &str, src: &Path, prev: Option<&Volume>, prev_dir: &Path) -> Result<Plan> {
+    let prev_by_path: HashMap<PathBuf, &Entry> = prev
+        .map(|v| v.entries.iter().map(|e| (e.rel(), e)).collect())
+        .unwrap_or_default();
+    let mut entries = Vec::new();
+    let mut reuse = Vec::new();
+    let mut needed = 0u64;
+    let mut sockets = 0u64;
+    let mut first_by_inode: HashMap<(u64, u64), usize> = HashMap::new();
+    // Iterative walk: no recursion depth limit.
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let path = src.join(&rel);
+        let Some(mut e) = meta::entry_of(&path, &rel)? else {
+            tracing::warn!(path = %path.display(), "skipping a socket");
+            sockets += 1;
+            continue;
+        };
+        needed += ENTRY_OVERHEAD;
+        let mut reused = None;
+        if e.kind == Kind::File {
+            let md = std::fs::symlink_metadata(&path).map_err(io("lstat", &path))?;
+            use std::os::unix::fs::MetadataExt;
+            if md.nlink() > 1 {
+                let key = (md.dev(), md.ino());
+                if let Some(first) = first_by_inode.get(&key) {
+                    e.link_of = Some(*first);
+                    e.src = None;
+                    entries.push(e);
+                    reuse.push(None);
+                    continue;
+                }
+                first_by_inode.insert(key, entries.len());
+            }
+            if let Some(p) = prev_by_path.get(&rel)
+                && p.kind == Kind::File
+                && p.link_of.is_none()
+                && p.src.is_some()
+                && p.src == e.src
+                && p.sha256.is_some()
+            {
+                e.sha256 = p.sha256.clone();
+                reused = Some(prev_dir.join(VOLUMES).join(name).join(&rel));
+            } else {
+                needed += md.blocks() * 512;
+            }
+        }
+        if e.kind == Kind::Dir {
+            let mut children: Vec<PathBuf> = std::fs::read_dir(&path)
+                .map_err(io("listing", &path))?
+                .map(|d| d.map(|d| rel.join(d.file_name())))
+                .collect::<std::io::Result<_>>()
+                .map_err(io("listing", &path))?;
+            // Reverse-sorted onto the stack so entries come out in name order.
+            children.sort();
+            stack.extend(children.into_iter().rev());
+        }
+        entries.push(e);
+        reuse.push(reused);
+    }
+    Ok(Plan {
+        name: name.to_owned(),
+        src: src.to_owned(),
+        entries,
+        reuse,
+        needed,
+        sockets,
+    })
+}
+
+fn build(tmp: &Path, _prev_dir: &Path, plans: &mut [Plan], summary: &mut Summary) -> Result<()> {
+    std::fs::create_dir_all(tmp.join(VOLUMES)).map_err(io("creating", tmp))?;
+    for plan in plans.iter_mut() {
+        let root = tmp.join(VOLUMES).join(&plan.name);
+        let mut jobs = Vec::new();
+        // Directories, links and special files first (parents before children: walk order).
+        for (i, e) in plan.entries.iter().enumerate() {
+            let dst = root.join(e.rel());
+            match e.kind {
+                Kind::Dir => {
+                    std::fs::create_dir(&dst).map_err(io("creating", &dst))?;
+                    summary.dirs += 1;
+                }
+                Kind::Symlink => {
+                    let target = e.target.as_ref().map(|t| t.to_bytes()).unwrap_or_default();
+                    std::os::unix::fs::symlink(manifest::os(&target), &dst)
+                        .map_err(io("creating symlink", &dst))?;
+                    summary.other += 1;
+                }
+                Kind::Fifo | Kind::Chardev | Kind::Blockdev => {
+                    mknod(&dst, e)?;
+                    summary.other += 1;
+                }
+                Kind::File if e.link_of.is_some() => {}
+                Kind::File => {
+                    summary.files += 1;
+                    match &plan.reuse[i] {
+                        Some(prev) => {
+                            std::fs::hard_link(prev, &dst).map_err(io("linking", &dst))?;
+                            summary.bytes_reused += e.size;
+                        }
+                        None => jobs.push(Job {
+                            src: plan.src.join(e.rel()),
+                            dst,
+                            index: i,
+                        }),
+                    }
+                }
+            }
+        }
+        let hashes = copy_parallel(&jobs)?;
+        for (job, (sha, method)) in jobs.iter().zip(hashes) {
+            let e = &mut plan.entries[job.index];
+            e.sha256 = Some(sha);
+            match method {
+                Method::Reflink => summary.bytes_reused += e.size,
+                Method::Copy => summary.bytes_copied += e.size,
+            }
+        }
+        // Second and later names of hardlinked files.
+        for e in plan.entries.iter().filter(|e| e.link_of.is_some()) {
+            let first = &plan.entries[e.link_of.unwrap_or_default()];
+            let dst = root.join(e.rel());
+            std::fs::hard_link(root.join(first.rel()), &dst).map_err(io("linking", &dst))?;
+        }
+        let shas: Vec<Option<String>> = plan
+            .entries
+            .iter()
+            .map(|e| {
+                e.link_of
+                    .map_or(e.sha256.clone(), |f| plan.entries[f].sha256.clone())
+            })
+            .collect();
+        for (e, sha) in plan.entries.iter_mut().zip(shas) {
+            e.sha256 = sha;
+        }
+        apply_all(&root, &plan.entries, &plan.reuse)?;
+    }
+    Ok(())
+}
+
+/// Metadata of every entry; directories deepest first and last, since creating their children
+/// changed their mtimes.
+pub(crate) fn apply_all(root: &Path, entries: &[Entry], reuse: &[Option<PathBuf>]) -> Result<()> {
+    for (i, e) in entries.iter().enumerate() {
+        // A reused file is the previous snapshot's inode, which already carries this metadata.
+        if e.kind == Kind::Dir || reuse.get(i).is_some_and(Option::is_some) {
+            continue;
+        }
+        meta::apply(&root.join(e.rel()), e)?;
+    }
+    let mut dirs: Vec<&Entry> = entries.iter().filter(|e| e.kind == Kind::Dir).collect();
+    dirs.sort_by_key(|e| std::cmp::Reverse(e.rel().components().count()));
+    for e in dirs {
+        meta::apply(&root.join(e.rel()), e)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn mknod(dst: &Path, e: &Entry) -> Result<()> {
+    use nix::sys::stat::{Mode, SFlag, mknod};
+    let kind = match e.kind {
+        Kind::Fifo => SFlag::S_IFIFO,
+        Kind::Chardev => SFlag::S_IFCHR,
+        _ => SFlag::S_IFBLK,
+    };
+    mknod(
+        dst,
+        kind,
+        Mode::from_bits_truncate(0o600),
+        e.rdev.unwrap_or(0) as libc::dev_t,
+    )
+    .map_err(nix_io("mknod", dst))
+}
+
+type CopyResult = Result<(String, Method)>;
+
+/// Copies and hashes files on both cores.
+fn copy_parallel(jobs: &[Job]) -> Result<Vec<(String, Method)>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<CopyResult>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let r = copy::copy_and_hash(&job.src, &job.dst);
+                    let failed = r.is_err();
+                    if let Ok(mut all) = results.lock() {
+                        all[i] = Some(r);
+                    }
+                    if failed {
+                        // Stop the others early: the snapshot is abandoned anyway.
+                        next.store(jobs.len(), Ordering::Relaxed);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let all = results.into_inner().unwrap_or_default();
+    if all.iter().any(|r| matches!(r, Some(Err(_)))) {
+        // Report the real failure, not a job that was merely skipped because of it.
+        if let Some(Some(Err(e))) = all.into_iter().find(|r| matches!(r, Some(Err(_)))) {
+            return Err(e);
+        }
+        return Err(io("copying", "snapshot")(std::io::Error::other(
+            "a copy failed",
+        )));
+    }
+    let mut out = Vec::with_capacity(jobs.len());
+    for (i, r) in all.into_iter().enumerate() {
+        match r {
+            Some(r) => out.push(r?),
+            None => {
+                return Err(io("copying", &jobs[i].src)(std::io::Error::other(
+                    "the copy worker stopped",
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    format!("{secs}")
+}

@@ -1,0 +1,341 @@
+//! `ci-warm reconcile` end to end on the real swarm with the demo recipe and the stack deployer:
+//! upgrades, rollbacks of version and data, holds, approvals, a killed run, a busy lock.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use ci_warm_tests::docker::require_docker;
+use ci_warm_tests::recipe::{DemoRecipe, Release, release};
+use ci_warm_tests::stack::TestStack;
+use ci_warm_tests::{ci_warm_bin, images};
+
+struct World {
+    st: TestStack,
+    recipe: DemoRecipe,
+    config: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl World {
+    async fn new(test: &str, upto: &str, initial: &str, stateful: bool) -> Option<World> {
+        require_docker().await?;
+        images::ensure_images().expect("demo images");
+        let st = TestStack::new(test);
+        let recipe =
+            DemoRecipe::with_catalogue(&st.path().join("recipe"), Some(upto)).expect("demo recipe");
+        let state_dir = st.path().join("state");
+        let config = st.path().join("config.json");
+        let json = serde_json::json!({
+            "state_dir": state_dir,
+            "deployer": {"kind": "stack"},
+            "health": {"timeout_secs": 20, "interval_ms": 500},
+            "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
+            "apps": {"demo": {
+                "recipe": "demo",
+                "repo": recipe.url(),
+                "domain": format!("{}.example.org", st.name.replace('_', "-")),
+                "stack": st.name,
+                "env_file": st.env_file(),
+                "stateful": stateful,
+                "initial_version": initial,
+                "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
+            }},
+        });
+        std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+        Some(World {
+            st,
+            recipe,
+            config,
+            state_dir,
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(ci_warm_bin());
+        c.arg("--config").arg(&self.config).args(args);
+        c
+    }
+
+    fn ci_warm(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("running ci-warm");
+        eprintln!(
+            "ci-warm {args:?} -> {:?}\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn reconcile(&self) -> i32 {
+        self.ci_warm(&["reconcile", "demo"])
+            .status
+            .code()
+            .unwrap_or(-1)
+    }
+
+    fn publish(&self, r: &Release) {
+        self.recipe.publish(r).expect("publish");
+    }
+
+    fn state(&self) -> Value {
+        let bytes = std::fs::read(self.state_dir.join("demo/state.json")).expect("state.json");
+        serde_json::from_slice(&bytes).expect("state.json is JSON")
+    }
+
+    fn last_good(&self) -> String {
+        self.state()["last_good"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn alerts(&self) -> Vec<Value> {
+        let dir = self.state_dir.join("alerts");
+        let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect(),
+            Err(_) => vec![],
+        };
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.alerts()
+            .iter()
+            .map(|a| a["kind"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    fn volume_file(&self, name: &str) -> Option<String> {
+        let dir = self.st.volume_path("data").expect("data volume");
+        std::fs::read_to_string(dir.join(name)).ok()
+    }
+
+    fn serving(&self) -> String {
+        self.st
+            .wait_for("/version", 200, Duration::from_secs(30))
+            .expect("the app answers")
+            .trim()
+            .to_owned()
+    }
+}
+
+const V100: &str = "1.0.0+1.0.0";
+const V110: &str = "1.1.0+1.0.0";
+const MARKER: &str = "created by 1.0.0+1.0.0\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_upgrade_keeps_data_and_rollback_restores_it_once() {
+    let Some(w) = World::new("rc_stateful", V110, V100, true).await else {
+        return;
+    };
+    assert_eq!(w.reconcile(), 0, "bootstrap");
+    assert_eq!(w.last_good(), V100);
+    assert_eq!(w.reconcile(), 0, "upgrade");
+    assert_eq!(w.last_good(), V110);
+    assert_eq!(w.serving(), V110);
+    assert_eq!(
+        w.volume_file("marker").as_deref(),
+        Some(MARKER),
+        "marker kept over the upgrade"
+    );
+    let log_before = w.volume_file("versions.log").expect("versions.log");
+
+    // The broken version writes junk into the volume and never gets healthy.
+    w.publish(&release("1.2.0+1.0.0").unwrap());
+    assert_eq!(w.reconcile(), 4, "rolled back and recovered");
+    assert_eq!(w.last_good(), V110);
+    assert_eq!(w.serving(), V110);
+    assert_eq!(
+        w.volume_file("marker").as_deref(),
+        Some(MARKER),
+        "marker restored"
+    );
+    assert_eq!(
+        w.volume_file("junk-1.2.0+1.0.0"),
+        None,
+        "junk removed by the restore"
+    );
+    assert_eq!(
+        w.volume_file("versions.log").unwrap(),
+        format!("{log_before}{V110}\n"),
+        "the volume is the pre-upgrade snapshot plus the redeployed start"
+    );
+    let alerts = w.alerts();
+    assert_eq!(w.kinds(), ["rolled-back"]);
+    assert_eq!(alerts[0]["recovered"], true);
+    assert_eq!(alerts[0]["attempted"], "1.2.0+1.0.0");
+    assert!(
+        alerts[0]["error"][0]
+            .as_str()
+            .unwrap()
+            .contains("probe http://127.0.0.1"),
+        "the failed check is named: {}",
+        alerts[0]["error"]
+    );
+
+    // The next tick neither redeploys the failed version nor alerts again.
+    let log = w.volume_file("versions.log").unwrap();
+    assert_eq!(w.reconcile(), 0);
+    assert_eq!(
+        w.volume_file("versions.log").unwrap(),
+        log,
+        "no deploy happened"
+    );
+    assert_eq!(w.alerts().len(), 1);
+
+    // A newer safe version is taken.
+    w.publish(&Release::new(
+        "1.2.1+1.0.0",
+        "1.0.0",
+        "ok",
+        "Fixes 1.2.0.\n",
+    ));
+    assert_eq!(w.reconcile(), 0);
+    assert_eq!(w.last_good(), "1.2.1+1.0.0");
+    assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_upgrade_and_rollback_to_the_previous_version() {
+    let Some(w) = World::new("rc_stateless", V110, V100, false).await else {
+        return;
+    };
+    assert_eq!(w.reconcile(), 0);
+    assert_eq!(w.reconcile(), 0);
+    assert_eq!(w.serving(), V110);
+    w.publish(&release("1.2.0+1.0.0").unwrap());
+    assert_eq!(w.reconcile(), 4);
+    assert_eq!(w.serving(), V110, "the previous version serves again");
+    assert_eq!(w.kinds(), ["rolled-back"]);
+    assert_eq!(w.alerts()[0]["recovered"], true);
+    assert!(
+        !w.state_dir.join("demo/snapshot").exists(),
+        "a stateless app is never snapshotted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_alert_once_safe_minor_flows_and_approve_releases() {
+    let Some(w) = World::new("rc_holds", V110, V110, true).await else {
+        return;
+    };
+    assert_eq!(w.reconcile(), 0);
+    w.publish(&release("1.3.0+1.1.0").unwrap());
+    w.publish(&release("2.0.0+2.0.0").unwrap());
+    w.publish(&Release::new(
+        "1.1.1+1.0.0",
+        "1.0.0",
+        "ok",
+        "A safe patch.\n",
+    ));
+    assert_eq!(w.reconcile(), 0);
+    assert_eq!(
+        w.last_good(),
+        "1.1.1+1.0.0",
+        "the safe minor is taken while others are held"
+    );
+    let mut kinds = w.kinds();
+    kinds.sort();
+    assert_eq!(kinds, ["held-major", "held-manual-migration"]);
+    let manual = w
+        .alerts()
+        .into_iter()
+        .find(|a| a["kind"] == "held-manual-migration")
+        .unwrap();
+    assert!(
+        manual["notes"]
+            .as_str()
+            .unwrap()
+            .contains("Manual migration required")
+    );
+    assert_eq!(manual["attempted"], "1.3.0+1.1.0");
+
+    assert_eq!(w.reconcile(), 0);
+    assert_eq!(w.alerts().len(), 2, "a hold alerts once");
+
+    assert!(
+        w.ci_warm(&["approve", "demo", "1.3.0+1.1.0"])
+            .status
+            .success()
+    );
+    assert_eq!(w.reconcile(), 0);
+    assert_eq!(w.last_good(), "1.3.0+1.1.0");
+    assert!(
+        w.ci_warm(&["approve", "demo", "2.0.0+2.0.0"])
+            .status
+            .success()
+    );
+    assert_eq!(w.reconcile(), 0);
+    assert_eq!(w.last_good(), "2.0.0+2.0.0");
+    assert_eq!(
+        w.volume_file("marker").as_deref(),
+        Some("created by 1.1.0+1.0.0\n")
+    );
+    assert_eq!(w.alerts().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_upgrade_is_rolled_back_by_the_next_run() {
+    let Some(w) = World::new("rc_kill", V100, V100, true).await else {
+        return;
+    };
+    assert_eq!(w.reconcile(), 0);
+    // Becomes healthy only after a minute: the run is still gating when it is killed.
+    w.publish(&Release::new(V110, "1.0.0", "slow:60", "Slow to start.\n"));
+    let mut child = w.command(&["reconcile", "demo"]).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let step = w.state()["intent"]["step"].as_str().map(str::to_owned);
+        if step.as_deref() == Some("gate") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upgrade never reached its gate"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    assert!(
+        w.state()["intent"].is_object(),
+        "the journal survives the kill"
+    );
+
+    assert_eq!(w.reconcile(), 4, "interrupted, recovered");
+    assert_eq!(w.kinds(), ["interrupted"]);
+    assert_eq!(w.alerts()[0]["recovered"], true);
+    assert_eq!(w.last_good(), V100);
+    assert!(w.state()["intent"].is_null());
+    assert_eq!(w.serving(), V100);
+    assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reconciles_one_is_busy() {
+    let Some(w) = World::new("rc_busy", V110, V100, true).await else {
+        return;
+    };
+    assert_eq!(w.reconcile(), 0);
+    let a = w.command(&["reconcile", "demo"]).spawn().expect("spawn a");
+    std::thread::sleep(Duration::from_millis(300));
+    let b = w.command(&["reconcile", "demo"]).output().expect("run b");
+    assert_eq!(b.status.code(), Some(75), "the second run is busy");
+    assert!(String::from_utf8_lossy(&b.stderr).contains("busy"));
+    let a = a.wait_with_output().expect("wait a");
+    assert_eq!(a.status.code(), Some(0));
+    assert_eq!(w.last_good(), V110);
+    assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
+    assert!(w.alerts().is_empty());
+}
