@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The README's main-job command: sets up the machine, builds ci-warm and the demo images, and
-# runs the demo on the local swarm. `--keep` leaves the demo app deployed at the end.
+# The README's main-job command: sets up the machine, builds ci-warm and the demo fixtures, and
+# runs the upgrade/rollback demo on the local swarm with the real engine:
+#   bootstrap 1.0.0 -> upgrade to 1.1.0 (data kept) -> broken 1.2.0 rolled back with its data
+#   restored -> 2.0.0 held as a major bump -> 1.3.0 held for its manual migration.
+# `--keep` leaves the demo app and its state dir in place at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +18,8 @@ done
 scripts/setup.sh
 echo "== building ci-warm and the demo fixtures"
 cargo build --quiet --release --locked -p ci-warm -p ci-warm-tests
-fixtures=target/release/ci-warm-fixtures
-"$fixtures" images
+bin=$PWD/target/release
+"$bin/ci-warm-fixtures" images
 
 work=$(mktemp -d /tmp/ci-warm-demo.XXXXXX)
 stack=ci-warm-demo
@@ -25,34 +28,101 @@ cleanup() {
   if [ "$keep" = 0 ]; then
     docker stack rm "$stack" >/dev/null 2>&1 || true
     for _ in $(seq 1 60); do
+      docker container prune -f --filter "label=com.docker.stack.namespace=$stack" >/dev/null 2>&1 || true
       [ -z "$(docker ps -aq --filter "label=com.docker.stack.namespace=$stack")" ] && break
       sleep 1
     done
     docker volume rm "${stack}_data" >/dev/null 2>&1 || true
     rm -rf "$work"
+  else
+    echo "left running: stack $stack, state in $work/state (remove: docker stack rm $stack; docker volume rm ${stack}_data)"
   fi
 }
 trap cleanup EXIT
+# A previous --keep run may have left the demo stack: start clean.
+docker stack rm "$stack" >/dev/null 2>&1 || true
+for _ in $(seq 1 60); do
+  docker container prune -f --filter "label=com.docker.stack.namespace=$stack" >/dev/null 2>&1 || true
+  [ -z "$(docker ps -aq --filter "label=com.docker.stack.namespace=$stack")" ] && break
+  sleep 1
+done
+docker volume rm "${stack}_data" >/dev/null 2>&1 || true
 
-echo "== generating the demo recipe in $work/recipe"
-"$fixtures" recipe "$work/recipe" --upto 1.0.0+1.0.0
-git -C "$work/recipe" tag --list
+"$bin/ci-warm-fixtures" recipe "$work/recipe" --upto 1.0.0+1.0.0 >/dev/null
+cat > "$work/demo.env" <<ENV
+TYPE=demo
+DOMAIN=demo.ci.example.org
+PORT=$port
+COMPOSE_FILE=compose.yml
+ENV
+cat > "$work/config.json" <<JSON
+{
+  "state_dir": "$work/state",
+  "deployer": { "kind": "stack" },
+  "health": { "timeout_secs": 25, "interval_ms": 500 },
+  "snapshot": { "reserve_bytes": 0, "reserve_percent": 1 },
+  "apps": {
+    "demo": {
+      "recipe": "demo",
+      "repo": "$work/recipe",
+      "domain": "demo.ci.example.org",
+      "stack": "$stack",
+      "env_file": "$work/demo.env",
+      "initial_version": "1.0.0+1.0.0",
+      "probes": [ { "url": "http://127.0.0.1:$port/health", "status": 200 } ]
+    }
+  }
+}
+JSON
+export CI_WARM_CONFIG=$work/config.json
+volume() { docker volume inspect -f '{{.Mountpoint}}' "${stack}_data"; }
+show() {
+  echo "   serving:   $(curl -fsS "http://127.0.0.1:$port/version" 2>/dev/null || echo '(down)')"
+  echo "   marker:    $(cat "$(volume)/marker" 2>/dev/null || echo '(none)')"
+  echo "   last_good: $(sed -n 's/.*"last_good": "\(.*\)".*/\1/p' "$work/state/demo/state.json")"
+}
+reconcile() {
+  set +e
+  "$bin/ci-warm" reconcile demo 2> "$work/last.log"
+  code=$?
+  set -e
+  echo "   exit code: $code"
+}
+step() { echo; echo "== $*"; }
 
-echo "== deploying 1.0.0+1.0.0 as stack $stack on port $port"
-(cd "$work/recipe" && git checkout --quiet 1.0.0+1.0.0 &&
-  STACK_NAME=$stack PORT=$port docker stack deploy --detach=true -c compose.yml "$stack")
-echo -n "waiting for health"
-for _ in $(seq 1 90); do
-  if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
-  echo -n "."; sleep 1
+step "1. bootstrap: the first reconcile deploys 1.0.0+1.0.0"
+reconcile
+show
+
+step "2. upstream publishes 1.1.0+1.0.0: health-gated upgrade, the data marker is kept"
+"$bin/ci-warm-fixtures" publish "$work/recipe" 1.1.0+1.0.0 >/dev/null
+reconcile
+show
+
+step "3. upstream publishes 1.2.0+1.0.0, which never gets healthy and clobbers the data"
+"$bin/ci-warm-fixtures" publish "$work/recipe" 1.2.0+1.0.0 >/dev/null
+reconcile
+show
+echo "   junk file: $(ls "$(volume)" | grep -c junk || true) (restored away)"
+echo "   next tick (the failed version is not retried):"
+reconcile
+
+step "4. upstream publishes 2.0.0+2.0.0, a major bump: held for a person"
+"$bin/ci-warm-fixtures" publish "$work/recipe" 2.0.0+2.0.0 >/dev/null
+reconcile
+show
+
+step "5. upstream publishes 1.3.0+1.1.0, whose notes ask for a manual migration: held"
+"$bin/ci-warm-fixtures" publish "$work/recipe" 1.3.0+1.1.0 >/dev/null
+reconcile
+show
+
+step "alerts written for the builder loop ($work/state/alerts)"
+for f in "$work"/state/alerts/*.json; do
+  kind=$(sed -n 's/.*"kind": "\(.*\)".*/\1/p' "$f")
+  recovered=$(sed -n 's/.*"recovered": \(.*\),/\1/p' "$f")
+  message=$(sed -n 's/.*"message": "\(.*\)".*/\1/p' "$f")
+  printf '   %-22s recovered=%-5s %s\n' "$kind" "$recovered" "$message"
 done
 echo
-docker service ls --filter "label=com.docker.stack.namespace=$stack"
-echo "version label: $(docker service inspect -f "{{index .Spec.Labels \"coop-cloud.$stack.version\"}}" "${stack}_app")"
-mount=$(docker volume inspect -f '{{.Mountpoint}}' "${stack}_data")
-echo "data volume:   $mount"
-echo "marker:        $(cat "$mount/marker")"
-echo "health:        $(curl -fsS "http://127.0.0.1:$port/health")"
-if [ "$keep" = 1 ]; then
-  echo "left running; remove with: docker stack rm $stack && docker volume rm ${stack}_data"
-fi
+echo "approve a hold with: ci-warm --config $work/config.json approve demo 2.0.0+2.0.0"
