@@ -7,6 +7,7 @@
 
 mod copy;
 mod error;
+mod export;
 pub mod manifest;
 mod meta;
 mod publish;
@@ -16,6 +17,7 @@ mod take;
 mod verify;
 
 pub use error::{Error, Result};
+pub use export::{LegacyImport, export, import, import_legacy};
 pub use manifest::Manifest;
 pub use publish::{SNAPSHOT, TMP_PREFIX, sweep_stale};
 pub use restore::{restore, volume_names};

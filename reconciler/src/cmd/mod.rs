@@ -4,6 +4,7 @@
 mod approve;
 mod config;
 mod reconcile;
+mod snapshot;
 
 use crate::cli::{Cli, Command};
 
@@ -14,6 +15,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Config(c) => config::run(&global, c),
         Command::Approve(a) => approve::run(&global, a),
         Command::Reconcile(a) => reconcile::run(&global, a),
+        Command::Snapshot(c) => snapshot::run(&global, c),
     }
 }
 
