@@ -112,6 +112,9 @@ pub fn decide(expected: &Expected, services: &[ServiceObs], probes: &[ProbeResul
         failures.push(format!("stack {} has no services", expected.stack));
     }
     for s in services {
+        if s.update_state == Some(UpdateState::Updating) {
+            failures.push(format!("service {} is still updating", s.name));
+        }
         if let Some(state) = s.update_state.filter(|st| is_failed_update(*st)) {
             let mut f = format!("service {} is in update state {}", s.name, state.as_str());
             if let Some(m) = &s.update_message {
@@ -489,6 +492,7 @@ impl<'a> HealthGate<'a> {
         let deadline = started + self.timing.timeout;
         let mut last: Option<Verdict> = None;
         let mut round = 0u32;
+        let mut healthy_rounds = 0u32;
         loop {
             round += 1;
             match self.view.services(stack).await {
@@ -499,12 +503,19 @@ impl<'a> HealthGate<'a> {
                     }
                     let verdict = decide(expected, &services, &results);
                     match &verdict {
+                        // Right after a deploy, swarm may not have marked the update as started
+                        // yet while the old tasks still answer: one healthy look is not enough.
+                        Verdict::Healthy if healthy_rounds == 0 => {
+                            healthy_rounds = 1;
+                            tracing::debug!(stack, round, "healthy once; confirming");
+                        }
                         Verdict::Healthy => {
                             tracing::info!(stack, revision = %expected.revision, round,
                                 elapsed = ?started.elapsed(), "health gate passed");
                             return Ok(verdict);
                         }
                         Verdict::Unhealthy { reason } => {
+                            healthy_rounds = 0;
                             if let Some(settled) = settled_failure(&services) {
                                 tracing::warn!(stack, %settled, %reason,
                                     "health gate failed: swarm will not converge on the target");

@@ -8,9 +8,13 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
 pub const REPOSITORY: &str = "ci-warm-demo";
-/// Upstream versions of the demo app; each gets an image.
-pub const VERSIONS: [&str; 3] = ["1.0.0", "1.1.0", "2.0.0"];
+/// Upstream versions of the demo app; each gets an image. The catalogue uses 1.0.0, 1.1.0 and
+/// 2.0.0; the others are there for custom releases of tests.
+pub const VERSIONS: [&str; 5] = ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "2.0.0"];
 const LABEL: &str = "org.ci-warm.demo-app.sha256";
+/// Bumped when what `import_images` puts into an image changes (not only the binary), so
+/// images made by an older harness are re-imported.
+const LAYOUT: &str = "2";
 
 pub fn image(version: &str) -> String {
     format!("{REPOSITORY}:{version}")
@@ -50,21 +54,65 @@ pub fn build_static_binary() -> anyhow::Result<PathBuf> {
     Ok(target.join("release/demo-app"))
 }
 
+/// Whether an ELF executable asks for no program interpreter (no `PT_INTERP`), i.e. is
+/// statically linked. A dynamic binary in a `FROM scratch` image fails with a baffling "no such
+/// file or directory", so the import refuses it up front.
+pub fn is_static_elf(bytes: &[u8]) -> anyhow::Result<bool> {
+    const PT_INTERP: u32 = 3;
+    if bytes.get(..4) != Some(b"\x7fELF".as_slice()) {
+        bail!("not an ELF file");
+    }
+    if bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1) {
+        bail!("not a 64-bit little-endian ELF file");
+    }
+    let u16_at = |o: usize| -> anyhow::Result<u16> {
+        let b = bytes.get(o..o + 2).context("truncated ELF header")?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| -> anyhow::Result<u32> {
+        let b = bytes.get(o..o + 4).context("truncated ELF header")?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| -> anyhow::Result<u64> {
+        let b = bytes.get(o..o + 8).context("truncated ELF header")?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    };
+    let phoff = usize::try_from(u64_at(0x20)?).context("program header offset")?;
+    let phentsize = usize::from(u16_at(0x36)?);
+    let phnum = usize::from(u16_at(0x38)?);
+    for i in 0..phnum {
+        if u32_at(phoff + i * phentsize)? == PT_INTERP {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if !is_static_elf(&bytes).with_context(|| format!("reading {}", path.display()))? {
+        bail!(
+            "{} is dynamically linked; a scratch image needs a static binary \
+             (RUSTFLAGS=\"-C target-feature=+crt-static\")",
+            path.display()
+        );
+    }
     Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
 /// Imports one image per demo version from `binary`; returns the images (re)built.
 pub fn import_images(binary: &Path) -> anyhow::Result<Vec<String>> {
-    let sum = sha256_file(binary)?;
+    let sum = format!("{}-{LAYOUT}", sha256_file(binary)?);
     let dir = tempfile::tempdir().context("creating a temporary dir for the image")?;
     let rootfs = dir.path().join("rootfs");
     std::fs::create_dir_all(rootfs.join("data")).context("creating the image root")?;
     std::fs::copy(binary, rootfs.join("demo-app")).context("copying the demo binary")?;
     let tar = dir.path().join("rootfs.tar");
+    // Owned by root whoever builds it: the app runs as root in the container.
     run(Command::new("tar")
-        .arg("--numeric-owner")
+        .args(["--owner=0", "--group=0", "--numeric-owner"])
         .arg("-C")
         .arg(&rootfs)
         .arg("-cf")
@@ -88,6 +136,7 @@ pub fn import_images(binary: &Path) -> anyhow::Result<Vec<String>> {
         if current.as_deref() == Some(sum.as_str()) {
             continue;
         }
+        let old_id = image_id(&name);
         run(Command::new("docker")
             .arg("import")
             .args(["-c", "ENTRYPOINT [\"/demo-app\"]"])
@@ -97,13 +146,39 @@ pub fn import_images(binary: &Path) -> anyhow::Result<Vec<String>> {
             .arg(&tar)
             .arg(&name))
         .with_context(|| format!("importing {name}"))?;
+        // The replaced image would linger as `<none>`; one still used by a container stays.
+        if let Some(old) = old_id.filter(|old| image_id(&name).as_ref() != Some(old)) {
+            let _ = Command::new("docker").args(["image", "rm", &old]).output();
+        }
         built.push(name);
     }
     Ok(built)
+}
+
+fn image_id(name: &str) -> Option<String> {
+    Command::new("docker")
+        .args(["image", "inspect", "-f", "{{.Id}}", name])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
 }
 
 /// Builds the binary and the images; quick when nothing changed.
 pub fn ensure_images() -> anyhow::Result<Vec<String>> {
     let binary = build_static_binary()?;
     import_images(&binary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_static_from_dynamic_binaries() {
+        // Whatever runs this test is a dynamically linked executable on Debian and NixOS.
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(!is_static_elf(&exe).unwrap());
+        assert!(is_static_elf(b"#!/bin/sh\n").is_err());
+    }
 }

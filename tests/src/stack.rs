@@ -3,13 +3,38 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bollard::Docker;
+
+use crate::docker;
 
 /// Prefix of every test stack; scripts/test.sh fails when one is left behind.
 pub const PREFIX: &str = "ciwt_";
+
+/// A stack name for `test`: `ciwt_`, the test name made lowercase `[a-z0-9_]` and cut to 20
+/// characters, then the process id and a per-process counter, so parallel tests and parallel
+/// test binaries never share a stack. At most 40 characters, which keeps
+/// `<stack>_<service>` and `<stack>_<volume>` well within Docker's name limits.
+pub fn unique_name(test: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst) % 1000;
+    let clean: String = test
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(20)
+        .collect();
+    format!("{PREFIX}{clean}_{}_{n}", std::process::id() % 100_000)
+}
 
 pub struct TestStack {
     pub name: String,
@@ -19,27 +44,34 @@ pub struct TestStack {
 }
 
 impl TestStack {
-    /// `test` becomes part of the name: lowercase `[a-z0-9_]`, at most 40 characters in all.
+    /// A stack named after `test` (see [`unique_name`]), with a private directory and a free
+    /// host port. Dropping it removes the stack and its volumes, also when the test panics.
     pub fn new(test: &str) -> TestStack {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let clean: String = test
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .take(20)
-            .collect();
-        let name = format!("{PREFIX}{clean}_{}_{n}", std::process::id() % 100_000);
         TestStack {
-            name,
+            name: unique_name(test),
             dir: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
             port: crate::free_port(),
         }
+    }
+
+    /// Waits until every service of the stack converged (see [`docker::wait_converged`]).
+    pub async fn wait_converged(
+        &self,
+        docker: &Docker,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<docker::ServiceState>> {
+        docker::wait_converged(docker, &self.name, timeout).await
+    }
+
+    /// The version label `coop-cloud.<stack>.version` on `<stack>_app`, read through the API.
+    pub async fn deployed_version(&self, docker: &Docker) -> anyhow::Result<Option<String>> {
+        docker::deployed_version(docker, &self.name).await
+    }
+
+    /// The host directory of the stack's volume `volume` (`<stack>_<volume>`), read through
+    /// the API.
+    pub async fn volume_dir(&self, docker: &Docker, volume: &str) -> anyhow::Result<PathBuf> {
+        docker::volume_mountpoint(docker, &format!("{}_{volume}", self.name)).await
     }
 
     pub fn path(&self) -> &Path {
@@ -58,32 +90,15 @@ impl TestStack {
         path
     }
 
-    /// `docker stack deploy` of `compose.yml` in `checkout`, with the stack's env.
+    /// `docker stack deploy -c compose.yml <stack>` in `checkout`, with the stack's env
+    /// (`STACK_NAME`, `PORT`) for compose's interpolation.
     pub fn deploy(&self, checkout: &Path) -> anyhow::Result<()> {
-        let out = Command::new("docker")
-            .current_dir(checkout)
-            .env("STACK_NAME", &self.name)
-            .env("PORT", self.port.to_string())
-            .args([
-                "stack",
-                "deploy",
-                "--detach=true",
-                "--resolve-image",
-                "never",
-                "-c",
-                "compose.yml",
-                &self.name,
-            ])
-            .output()
-            .context("running docker stack deploy")?;
-        if !out.status.success() {
-            bail!(
-                "docker stack deploy {}: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        self.deploy_with_env(checkout, &[])
+    }
+
+    /// [`TestStack::deploy`] with more variables for compose's interpolation.
+    pub fn deploy_with_env(&self, checkout: &Path, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        deploy(checkout, &self.name, self.port, env)
     }
 
     /// GETs a path of the app on its published port.
@@ -147,6 +162,46 @@ impl TestStack {
     }
 }
 
+/// Whether this `docker` client knows `stack deploy --detach` (26.0 and later). Older clients
+/// (Debian 12's 20.10) reject the flag but never wait anyway; newer ones warn without it.
+fn client_has_detach() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        Command::new("docker")
+            .args(["stack", "deploy", "--help"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("--detach"))
+            .unwrap_or(false)
+    })
+}
+
+/// `docker stack deploy` of `compose.yml` in `checkout` as stack `name`, with `STACK_NAME`,
+/// `PORT` and `env` set for compose's interpolation. Images are never resolved against a
+/// registry: the demo images exist only locally.
+pub fn deploy(checkout: &Path, name: &str, port: u16, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut cmd = Command::new("docker");
+    cmd.current_dir(checkout)
+        .env("STACK_NAME", name)
+        .env("PORT", port.to_string())
+        .envs(env.iter().copied())
+        .args(["stack", "deploy"]);
+    if client_has_detach() {
+        cmd.arg("--detach=true");
+    }
+    cmd.args(["--resolve-image", "never", "-c", "compose.yml", name]);
+    let out = cmd
+        .output()
+        .with_context(|| format!("running docker stack deploy {name}"))?;
+    if !out.status.success() {
+        bail!(
+            "docker stack deploy {name} in {}: {}",
+            checkout.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 fn lines(args: &[&str]) -> Vec<String> {
     Command::new("docker")
         .args(args)
@@ -161,38 +216,75 @@ fn lines(args: &[&str]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Removes a stack and everything it left: services, containers, volumes, networks.
+/// How long removing a stack may take before the guard gives up and reports what is left.
+pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Removes a stack and everything it left: services, containers, volumes, networks. Returns
+/// what is still there after [`REMOVE_TIMEOUT`] (empty when all is gone).
 pub fn remove_stack(name: &str) -> Vec<String> {
-    let _ = Command::new("docker").args(["stack", "rm", name]).output();
     let label = format!("label=com.docker.stack.namespace={name}");
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + REMOVE_TIMEOUT;
     loop {
-        // Exited job containers are never removed by swarm and keep volumes busy.
+        let services = lines(&["service", "ls", "-q", "--filter", &label]);
+        if !services.is_empty() {
+            // Repeated while services remain: a removal racing a deploy can miss some.
+            let _ = Command::new("docker").args(["stack", "rm", name]).output();
+        }
+        // Swarm never removes the exited containers of a one-shot job by itself, and they keep
+        // the volumes busy.
         let _ = Command::new("docker")
             .args(["container", "prune", "-f", "--filter", &label])
             .output();
         let containers = lines(&["ps", "-aq", "--filter", &label]);
-        let volumes = lines(&["volume", "ls", "-q", "--filter", &label]);
-        let networks = lines(&["network", "ls", "-q", "--filter", &label]);
-        if containers.is_empty() {
-            for v in &volumes {
+        if services.is_empty() && containers.is_empty() {
+            // Volumes can only go once no container holds them.
+            for v in lines(&["volume", "ls", "-q", "--filter", &label]) {
                 let _ = Command::new("docker")
-                    .args(["volume", "rm", "-f", v])
+                    .args(["volume", "rm", "-f", &v])
                     .output();
             }
-            for n in &networks {
-                let _ = Command::new("docker").args(["network", "rm", n]).output();
+            for n in lines(&["network", "ls", "-q", "--filter", &label]) {
+                let _ = Command::new("docker").args(["network", "rm", &n]).output();
             }
         }
-        let left: Vec<String> = lines(&["ps", "-aq", "--filter", &label])
-            .into_iter()
-            .chain(lines(&["volume", "ls", "-q", "--filter", &label]))
-            .chain(lines(&["network", "ls", "-q", "--filter", &label]))
-            .collect();
+        let left: Vec<String> = lines(&[
+            "service",
+            "ls",
+            "--format",
+            "service {{.Name}}",
+            "--filter",
+            &label,
+        ])
+        .into_iter()
+        .chain(lines(&[
+            "ps",
+            "-a",
+            "--format",
+            "container {{.Names}}",
+            "--filter",
+            &label,
+        ]))
+        .chain(lines(&[
+            "volume",
+            "ls",
+            "--format",
+            "volume {{.Name}}",
+            "--filter",
+            &label,
+        ]))
+        .chain(lines(&[
+            "network",
+            "ls",
+            "--format",
+            "network {{.Name}}",
+            "--filter",
+            &label,
+        ]))
+        .collect();
         if left.is_empty() || Instant::now() > deadline {
             return left;
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
@@ -201,6 +293,27 @@ impl Drop for TestStack {
         let left = remove_stack(&self.name);
         if !left.is_empty() {
             eprintln!("warning: stack {} left {left:?} behind", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_valid_and_short() {
+        let a = unique_name("Some::Very-Long test name, with punctuation and more");
+        let b = unique_name("Some::Very-Long test name, with punctuation and more");
+        assert_ne!(a, b);
+        for n in [&a, &b] {
+            assert!(n.starts_with(PREFIX), "{n}");
+            assert!(n.len() <= 40, "{n} is {} long", n.len());
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{n}"
+            );
         }
     }
 }

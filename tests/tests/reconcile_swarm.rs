@@ -339,3 +339,69 @@ async fn concurrent_reconciles_one_is_busy() {
     assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
     assert!(w.alerts().is_empty());
 }
+
+/// `docker stack rm`, then wait until no container (running or stopped) holds the volume.
+fn undeploy(stack: &str) {
+    let out = Command::new("docker")
+        .args(["stack", "rm", stack])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let volume = format!("volume={stack}_data");
+    let label = format!("label=com.docker.stack.namespace={stack}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Exited one-shot containers are never removed by swarm and would hold the volume.
+        let _ = Command::new("docker")
+            .args(["container", "prune", "-f", "--filter", &label])
+            .output();
+        let users = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &volume])
+            .output()
+            .unwrap();
+        if users.stdout.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "containers still hold {stack}_data"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_is_refused_while_deployed_and_restores_a_wiped_volume() {
+    let Some(w) = World::new("rc_snap", V100, V100, true).await else {
+        return;
+    };
+    assert_eq!(w.reconcile(), 0);
+    let busy = w.ci_warm(&["snapshot", "take", "demo"]);
+    assert!(
+        !busy.status.success(),
+        "a snapshot of a volume in use is refused"
+    );
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use"));
+    assert!(!w.state_dir.join("demo/snapshot").exists());
+
+    undeploy(&w.st.name);
+    assert!(w.ci_warm(&["snapshot", "take", "demo"]).status.success());
+    assert!(w.ci_warm(&["snapshot", "verify", "demo"]).status.success());
+    let volume = w.st.volume_path("data").unwrap();
+    for entry in std::fs::read_dir(&volume).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::remove_file(&p).unwrap_or_else(|_| std::fs::remove_dir_all(&p).unwrap());
+    }
+    std::fs::write(volume.join("junk"), "after the wipe").unwrap();
+    assert!(w.ci_warm(&["snapshot", "restore", "demo"]).status.success());
+    assert_eq!(
+        w.volume_file("marker").as_deref(),
+        Some(MARKER),
+        "marker survives take -> wipe -> restore"
+    );
+    assert_eq!(w.volume_file("junk"), None);
+}

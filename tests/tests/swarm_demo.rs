@@ -12,9 +12,10 @@ use ci_warm_tests::{images, stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_recipe_deploys_converges_and_keeps_its_marker() {
-    let Some(engine) = require_docker().await else {
+    let Some(docker) = require_docker().await else {
         return;
     };
+    let engine = ci_warm::docker::Engine::new(docker);
     images::ensure_images().expect("demo images");
     let name;
     {

@@ -302,13 +302,16 @@ fn swarm_rollback_names_state_message_and_the_reverted_label() {
 }
 
 #[test]
-fn updating_and_completed_states_are_fine() {
-    for st in [UpdateState::Updating, UpdateState::Completed] {
-        let mut s = app("1.0.0+1", vec![running("01")]);
-        s.update_state = Some(st);
-        assert!(decide(&expected("1.0.0+1"), std::slice::from_ref(&s), &[]).is_healthy());
-        assert_eq!(settled_failure(&[s]), None);
-    }
+fn completed_update_is_fine_and_an_update_in_progress_is_not_yet() {
+    let mut s = app("1.0.0+1", vec![running("01")]);
+    s.update_state = Some(UpdateState::Completed);
+    assert!(decide(&expected("1.0.0+1"), std::slice::from_ref(&s), &[]).is_healthy());
+    assert_eq!(settled_failure(&[s.clone()]), None);
+    // The old task still answers while swarm replaces it: not healthy, but not settled either.
+    s.update_state = Some(UpdateState::Updating);
+    let r = reason(decide(&expected("1.0.0+1"), std::slice::from_ref(&s), &[]));
+    assert_eq!(r, "service demo_app is still updating");
+    assert_eq!(settled_failure(&[s]), None);
 }
 
 #[test]
@@ -486,7 +489,8 @@ async fn wait_polls_through_errors_until_healthy() {
         .await
         .unwrap();
     assert_eq!(v, Verdict::Healthy);
-    assert_eq!(view.calls.load(Ordering::SeqCst), 3);
+    // The last observation repeats: healthy twice in a row passes the gate.
+    assert_eq!(view.calls.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]
