@@ -24,15 +24,20 @@ bin=$PWD/target/release
 work=$(mktemp -d /tmp/ci-warm-demo.XXXXXX)
 stack=ci-warm-demo
 port=${DEMO_PORT:-18080}
+# Removes the demo stack with its volume; swarm leaves the one-shot's exited container behind,
+# and it holds the volume until pruned.
+remove_demo_stack() {
+  docker stack rm "$stack" >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do
+    docker container prune -f --filter "label=com.docker.stack.namespace=$stack" >/dev/null 2>&1 || true
+    [ -z "$(docker ps -aq --filter "label=com.docker.stack.namespace=$stack")" ] && break
+    sleep 1
+  done
+  docker volume rm "${stack}_data" >/dev/null 2>&1 || true
+}
 cleanup() {
   if [ "$keep" = 0 ]; then
-    docker stack rm "$stack" >/dev/null 2>&1 || true
-    for _ in $(seq 1 60); do
-      docker container prune -f --filter "label=com.docker.stack.namespace=$stack" >/dev/null 2>&1 || true
-      [ -z "$(docker ps -aq --filter "label=com.docker.stack.namespace=$stack")" ] && break
-      sleep 1
-    done
-    docker volume rm "${stack}_data" >/dev/null 2>&1 || true
+    remove_demo_stack
     rm -rf "$work"
   else
     echo "left running: stack $stack, state in $work/state (remove: docker stack rm $stack; docker volume rm ${stack}_data)"
@@ -40,13 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 # A previous --keep run may have left the demo stack: start clean.
-docker stack rm "$stack" >/dev/null 2>&1 || true
-for _ in $(seq 1 60); do
-  docker container prune -f --filter "label=com.docker.stack.namespace=$stack" >/dev/null 2>&1 || true
-  [ -z "$(docker ps -aq --filter "label=com.docker.stack.namespace=$stack")" ] && break
-  sleep 1
-done
-docker volume rm "${stack}_data" >/dev/null 2>&1 || true
+remove_demo_stack
 
 "$bin/ci-warm-fixtures" recipe "$work/recipe" --upto 1.0.0+1.0.0 >/dev/null
 cat > "$work/demo.env" <<ENV
