@@ -24,6 +24,8 @@ pub enum Error {
         free: u64,
         reserve: u64,
     },
+    #[error("not enough inodes on {fs} for a snapshot: about {needed} needed, {free} free")]
+    NoInodes { fs: PathBuf, needed: u64, free: u64 },
     #[error("snapshot {dir} failed verification ({} problem(s)): {}", problems.len(), problems.iter().take(5).map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Corrupt {
         dir: PathBuf,

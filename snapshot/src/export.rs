@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
+use crate::cache::Verified;
 use crate::error::{Error, Result, io};
 use crate::manifest::{self, Entry, Kind, Manifest, VOLUMES};
 use crate::publish;
 use crate::space::Reserve;
 use crate::take::{TakeRequest, apply_all, mknod, take};
-use crate::verify::verify;
+use crate::verify::check;
 
 /// Writes the snapshot `dir` to `out` as a tar stream.
 pub fn export(dir: &Path, out: impl Write) -> Result<()> {
@@ -108,7 +109,9 @@ pub fn import(parent: &Path, input: impl Read) -> Result<()> {
     publish::sweep_stale(parent)?;
     let tmp = publish::tmp_dir(parent);
     let result = unpack(&tmp, input).and_then(|()| {
-        let report = verify(&tmp)?;
+        let m = Manifest::load(&tmp)?;
+        let mut known = Verified::default();
+        let report = check(&tmp, &m, None, &mut known)?;
         if !report.problems.is_empty() {
             return Err(Error::Corrupt {
                 dir: tmp.clone(),
@@ -116,12 +119,17 @@ pub fn import(parent: &Path, input: impl Read) -> Result<()> {
             });
         }
         publish::syncfs(&tmp)?;
-        publish::publish(parent, &tmp)
+        publish::publish(parent, &tmp)?;
+        Ok(m)
     });
     if result.is_err() {
         let _ = publish::remove_tree(&tmp);
     }
-    result
+    let m = result?;
+    let published = parent.join(publish::SNAPSHOT);
+    // Every file was just hashed clean by `check`.
+    Verified::record_all(&published, &m, |_, _| true).save(&published);
+    Ok(())
 }
 
 fn unpack(tmp: &Path, input: impl Read) -> Result<()> {
@@ -208,6 +216,9 @@ pub struct LegacyImport {
     pub volumes: Vec<String>,
     /// Where the prototype's snapshot was kept (moved aside, never deleted).
     pub kept_at: PathBuf,
+    /// The prototype's `meta.json`, parsed (`None` when it is not JSON; the bytes are kept
+    /// as `legacy-meta.json` in the new snapshot either way).
+    pub meta: Option<serde_json::Value>,
 }
 
 /// Converts the prototype's `<app>/snapshot/{meta.json, volumes/<volume>.tar}` into a snapshot
@@ -273,7 +284,11 @@ pub fn import_legacy(app_dir: &Path) -> Result<LegacyImport> {
             .ok()
             .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
             .filter(|s| !s.is_empty());
+        let meta = std::fs::read(&meta)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         Ok(LegacyImport {
+            meta,
             last_good,
             volumes: sources.into_iter().map(|(n, _)| n).collect(),
             kept_at: kept.clone(),

@@ -5,11 +5,14 @@
 //! fifos and device nodes, with owner, full mode, nanosecond mtime and every xattr (POSIX ACLs
 //! included). See DESIGN.md, "Snapshots".
 
+mod cache;
 mod copy;
 mod error;
 mod export;
 pub mod manifest;
 mod meta;
+mod pool;
+mod progress;
 mod publish;
 mod restore;
 mod space;
@@ -19,8 +22,9 @@ mod verify;
 pub use error::{Error, Result};
 pub use export::{LegacyImport, export, import, import_legacy};
 pub use manifest::Manifest;
+pub use progress::{NoProgress, Progress};
 pub use publish::{SNAPSHOT, TMP_PREFIX, sweep_stale};
-pub use restore::{restore, volume_names};
+pub use restore::{restore, restore_with_progress, volume_names};
 pub use space::{Reserve, free_and_total};
-pub use take::{Summary, TakeRequest, take};
+pub use take::{Summary, TakeRequest, take, take_with_progress};
 pub use verify::{Problem, VerifyReport, verify};

@@ -70,11 +70,11 @@ pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     Ok(out)
 }
 
-/// Makes `path`'s xattrs exactly `want`.
-pub fn write_xattrs(path: &Path, want: &BTreeMap<Vec<u8>, Vec<u8>>) -> io::Result<()> {
+/// Makes `path`'s xattrs exactly `want`; returns whether it had to change any.
+pub fn write_xattrs(path: &Path, want: &BTreeMap<Vec<u8>, Vec<u8>>) -> io::Result<bool> {
     let have = read_xattrs(path)?;
     if &have == want {
-        return Ok(());
+        return Ok(false);
     }
     let c = cpath(path)?;
     for name in have.keys().filter(|k| !want.contains_key(*k)) {
@@ -105,12 +105,16 @@ pub fn write_xattrs(path: &Path, want: &BTreeMap<Vec<u8>, Vec<u8>>) -> io::Resul
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 pub fn kind_of(md: &std::fs::Metadata) -> Option<Kind> {
+    kind_of_type(md.file_type())
+}
+
+/// The kind from a directory entry's type (no stat needed on most filesystems).
+pub fn kind_of_type(ft: std::fs::FileType) -> Option<Kind> {
     use std::os::unix::fs::FileTypeExt;
-    let ft = md.file_type();
     if ft.is_file() {
         Some(Kind::File)
     } else if ft.is_dir() {
@@ -128,8 +132,8 @@ pub fn kind_of(md: &std::fs::Metadata) -> Option<Kind> {
     }
 }
 
-/// The manifest entry of `path` (no hash yet), or `None` for a socket.
-pub fn entry_of(path: &Path, rel: &Path) -> Result<Option<Entry>> {
+/// The manifest entry of `path` (no hash yet) and its lstat, or `None` for a socket.
+pub fn entry_of(path: &Path, rel: &Path) -> Result<Option<(Entry, std::fs::Metadata)>> {
     let md = std::fs::symlink_metadata(path).map_err(io("lstat", path))?;
     let Some(kind) = kind_of(&md) else {
         return Ok(None);
@@ -163,7 +167,7 @@ pub fn entry_of(path: &Path, rel: &Path) -> Result<Option<Entry>> {
         src: (kind == Kind::File).then(|| source_id(&md)),
     };
     e.set_rel(rel);
-    Ok(Some(e))
+    Ok(Some((e, md)))
 }
 
 pub fn source_id(md: &std::fs::Metadata) -> SourceId {
@@ -208,13 +212,13 @@ pub fn set_mtime(path: &Path, e: &Entry) -> Result<()> {
     .map_err(nix_io("setting the mtime of", path))
 }
 
-/// Whether the metadata of `path` equals the entry's (content not compared).
-pub fn differences(path: &Path, e: &Entry) -> Result<Vec<String>> {
+/// How the metadata of `path` differs from the entry's (content not compared), and its lstat.
+pub fn differences(path: &Path, e: &Entry) -> Result<(Vec<String>, std::fs::Metadata)> {
     let md = std::fs::symlink_metadata(path).map_err(io("lstat", path))?;
     let mut out = Vec::new();
     if kind_of(&md) != Some(e.kind) {
         out.push(format!("type is {:?}, expected {:?}", kind_of(&md), e.kind));
-        return Ok(out);
+        return Ok((out, md));
     }
     if e.kind != Kind::Symlink && md.mode() & 0o7777 != e.mode {
         out.push(format!(
@@ -253,5 +257,35 @@ pub fn differences(path: &Path, e: &Entry) -> Result<Vec<String>> {
     if xattrs != e.xattr_map() {
         out.push("xattrs differ".to_owned());
     }
-    Ok(out)
+    Ok((out, md))
+}
+
+/// Like [`apply`], but touches only what differs from `md` (the current lstat of `path`), so
+/// an unchanged entry costs one xattr listing and no writes. Returns whether it wrote anything.
+pub fn apply_if_needed(path: &Path, e: &Entry, md: &std::fs::Metadata) -> Result<bool> {
+    let chown = (md.uid(), md.gid()) != (e.uid, e.gid);
+    if chown {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            Some(nix::unistd::Uid::from_raw(e.uid)),
+            Some(nix::unistd::Gid::from_raw(e.gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(nix_io("chown", path))?;
+    }
+    // chown clears setuid/setgid, so the mode is rewritten after any chown.
+    if e.kind != Kind::Symlink && (chown || md.mode() & 0o7777 != e.mode) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode))
+            .map_err(io("chmod", path))?;
+    }
+    let xattrs = write_xattrs(path, &e.xattr_map()).map_err(io("writing xattrs of", path))?;
+    let mtime = (md.mtime(), md.mtime_nsec()) != (e.mtime_sec, e.mtime_nsec);
+    if mtime || chown || xattrs || md.mode() & 0o7777 != e.mode {
+        // Anything written above may have moved the mtime, so it is always set last.
+        set_mtime(path, e)?;
+        return Ok(true);
+    }
+    Ok(false)
 }

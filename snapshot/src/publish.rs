@@ -36,11 +36,71 @@ pub fn sweep_stale(parent: &Path) -> Result<usize> {
         {
             let p = entry.path();
             tracing::info!(path = %p.display(), "removing a stale in-progress snapshot");
-            remove_tree(&p)?;
+            remove_tree_parallel(&p)?;
             n += 1;
         }
     }
     Ok(n)
+}
+
+/// Removes a big tree on every core: unlinking tens of thousands of names is syscall-bound.
+/// The top of the tree is opened up breadth-first until there are enough subtrees to share,
+/// those are removed concurrently, then what is left of the top.
+pub fn remove_tree_parallel(root: &Path) -> Result<()> {
+    const ENOUGH: usize = 64;
+    let mut frontier = vec![root.to_owned()];
+    let mut parts: Vec<PathBuf> = Vec::new();
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for dir in frontier {
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                    parts.push(dir);
+                    continue;
+                }
+                Err(e) => return Err(io("listing", &dir)(e)),
+            };
+            for d in rd {
+                let d = d.map_err(io("listing", &dir))?;
+                if d.file_type().is_ok_and(|t| t.is_dir()) {
+                    next.push(d.path());
+                } else {
+                    parts.push(d.path());
+                }
+            }
+        }
+        frontier = next;
+        if frontier.len() >= ENOUGH {
+            break;
+        }
+    }
+    parts.extend(frontier);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failure = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(p) = parts.get(i) else { break };
+                    if let Err(e) = remove_tree(p)
+                        && let Ok(mut f) = failure.lock()
+                    {
+                        f.get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    remove_tree(root)
 }
 
 pub fn remove_tree(p: &Path) -> Result<()> {
@@ -83,8 +143,11 @@ pub fn publish(parent: &Path, tmp: &Path) -> Result<()> {
     }
     sync_dir(parent)?;
     if exists {
-        // `tmp` now holds the previous snapshot.
-        remove_tree(tmp)?;
+        // `tmp` now holds the previous snapshot. The new one is published whatever happens
+        // here; a leftover is a `.tmp-*` like any other and the next take sweeps it.
+        if let Err(e) = remove_tree_parallel(tmp) {
+            tracing::warn!(path = %tmp.display(), error = %e, "cannot remove the previous snapshot yet");
+        }
     }
     Ok(())
 }

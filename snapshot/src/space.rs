@@ -24,8 +24,23 @@ pub fn free_and_total(path: &Path) -> Result<(u64, u64)> {
     ))
 }
 
-/// Refuses when writing `needed` bytes into `path`'s filesystem would cross the reserve.
-pub fn check(path: &Path, needed: u64, reserve: Reserve) -> Result<()> {
+/// Refuses when writing `needed` bytes and creating `entries` inodes in `path`'s filesystem
+/// would cross the reserve or run out of inodes.
+pub fn check(path: &Path, needed: u64, entries: u64, reserve: Reserve) -> Result<()> {
+    let s = statvfs(path).map_err(nix_io("statvfs", path))?;
+    // Filesystems without an inode table (btrfs) report zero inodes: nothing to check there.
+    if s.files() > 0 {
+        let free_inodes = s.files_available() as u64;
+        // Hardlinked names and reused files need no inode, so this overestimates a little.
+        let inodes = entries + entries / 100 + 16;
+        if free_inodes < inodes {
+            return Err(Error::NoInodes {
+                fs: path.to_owned(),
+                needed: inodes,
+                free: free_inodes,
+            });
+        }
+    }
     let (free, total) = free_and_total(path)?;
     let keep = reserve.bytes.max(total / 100 * reserve.percent as u64);
     if free < needed.saturating_add(keep) {

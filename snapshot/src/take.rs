@@ -8,10 +8,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use crate::cache::Verified;
 use crate::copy::{self, Method};
 use crate::error::{Error, Result, io, nix_io};
-use crate::manifest::{self, Entry, Kind, Manifest, VOLUMES, Volume};
+use crate::manifest::{self, Entry, Kind, Manifest, SourceId, VOLUMES, Volume};
 use crate::meta;
+use crate::progress::{NoProgress, Progress};
 use crate::publish;
 use crate::space::{self, Reserve};
 
@@ -29,25 +31,60 @@ pub struct TakeRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
+    /// Regular files (each hardlinked name counts).
     pub files: u64,
     pub dirs: u64,
+    /// Symlinks, fifos and device nodes.
     pub other: u64,
+    /// Files whose content was written (take: copied from the source; restore: rewritten).
+    pub files_copied: u64,
     /// Bytes written by copying.
     pub bytes_copied: u64,
-    /// Bytes reused from the previous snapshot (hardlink) or shared by reflink.
+    /// Take: files hardlinked from the previous snapshot; restore: left alone as unchanged.
+    pub files_reused: u64,
+    /// Bytes of the files counted in `files_reused`.
     pub bytes_reused: u64,
+    /// Take: files whose extents were shared by reflink (FICLONE), not copied.
+    pub files_reflinked: u64,
+    pub bytes_reflinked: u64,
     pub sockets_skipped: u64,
     pub millis: u64,
 }
 
-struct Job {
-    src: PathBuf,
-    dst: PathBuf,
-    index: usize,
+/// Where a file of the new snapshot comes from.
+enum Source {
+    /// Copied (and hashed) from the source tree.
+    Tree(PathBuf),
+    /// Unchanged since the previous snapshot: hardlinked to its immutable inode there, which
+    /// already carries the right metadata. With the identity the previous snapshot's verify
+    /// cache vouches for, if any.
+    Previous(PathBuf, Option<SourceId>),
 }
 
-/// Takes a snapshot of `req.sources` and publishes it atomically.
+enum Done {
+    Copied(String, Method),
+    /// `known_good`: the inode still had the identity the previous verify cache vouched
+    /// for just before it was linked (a later take's link would otherwise launder a
+    /// corruption into the new cache).
+    Linked {
+        known_good: bool,
+    },
+}
+
+struct Job {
+    src: Source,
+    dst: PathBuf,
+    index: usize,
+    size: u64,
+}
+
+/// Takes a snapshot of `req.sources` and publishes it atomically as `<parent>/snapshot`.
 pub fn take(req: &TakeRequest) -> Result<Summary> {
+    take_with_progress(req, &NoProgress)
+}
+
+/// [`take`], reporting files and bytes as they are copied or reused.
+pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<Summary> {
     let started = Instant::now();
     for (name, _) in &req.sources {
         manifest::check_name(name)?;
@@ -60,23 +97,41 @@ pub fn take(req: &TakeRequest) -> Result<Summary> {
     // Plan first (metadata only) so the space check happens before anything is written.
     let mut plans = Vec::new();
     let mut needed = 0u64;
+    let mut entries = 0u64;
     let mut summary = Summary::default();
     for (name, src) in &req.sources {
         let prev = previous.as_ref().and_then(|m| m.volume(name));
         let plan = plan_volume(name, src, prev, &prev_dir)?;
         needed += plan.needed;
+        // New inodes only: further hardlink names and reused files take none.
+        entries += plan
+            .entries
+            .iter()
+            .zip(&plan.reuse)
+            .filter(|(e, r)| e.link_of.is_none() && r.is_none())
+            .count() as u64;
         summary.sockets_skipped += plan.sockets;
         plans.push(plan);
     }
-    space::check(&req.parent, needed, req.reserve)?;
+    space::check(&req.parent, needed, entries, req.reserve)?;
+    let (files, bytes) = plans
+        .iter()
+        .flat_map(|p| &p.entries)
+        .filter(|e| e.kind == Kind::File && e.link_of.is_none())
+        .fold((0, 0), |(n, b), e| (n + 1, b + e.size));
+    progress.planned(files, bytes);
 
     let tmp = publish::tmp_dir(&req.parent);
-    let result = build(&tmp, &prev_dir, &mut plans, &mut summary).and_then(|()| {
+    let prev_known = previous
+        .as_ref()
+        .map(|m| Verified::load(&prev_dir, m))
+        .unwrap_or_default();
+    let result = build(&tmp, &mut plans, &mut summary, progress, &prev_known).and_then(|()| {
         let volumes: Vec<Volume> = plans
-            .into_iter()
+            .iter_mut()
             .map(|p| Volume {
-                name: p.name,
-                entries: p.entries,
+                name: p.name.clone(),
+                entries: std::mem::take(&mut p.entries),
             })
             .collect();
         let m = Manifest::new(now(), volumes);
@@ -86,15 +141,32 @@ pub fn take(req: &TakeRequest) -> Result<Summary> {
         })?;
         let mpath = tmp.join(manifest::FILE);
         std::fs::write(&mpath, bytes).map_err(io("writing", &mpath))?;
+        crate::cache::carry_restore_state(&prev_dir, &tmp);
         publish::syncfs(&tmp)?;
         publish::sync_dir(&tmp)?;
-        publish::publish(&req.parent, &tmp)
+        publish::publish(&req.parent, &tmp)?;
+        Ok(m)
     });
     if result.is_err() {
         // Nothing of the failed attempt may linger (a full disk stays full otherwise).
         let _ = publish::remove_tree(&tmp);
     }
-    result?;
+    let m = result?;
+    // Every hash was computed from the very bytes written; identities are recorded only now,
+    // after the old snapshot's removal moved the ctimes of the inodes both shared.
+    let published = req.parent.join(publish::SNAPSHOT);
+    let known: HashMap<&str, &[bool]> = plans
+        .iter()
+        .map(|p| (p.name.as_str(), p.hash_known.as_slice()))
+        .collect();
+    Verified::record_all(&published, &m, |vol, i| {
+        known
+            .get(vol)
+            .and_then(|k| k.get(i))
+            .copied()
+            .unwrap_or(false)
+    })
+    .save(&published);
     summary.millis = started.elapsed().as_millis() as u64;
     tracing::info!(parent = %req.parent.display(), files = summary.files, copied = summary.bytes_copied, reused = summary.bytes_reused, millis = summary.millis, "snapshot published");
     Ok(summary)
@@ -105,14 +177,23 @@ struct Plan {
     src: PathBuf,
     entries: Vec<Entry>,
     /// For each entry: reuse this file of the previous snapshot instead of copying.
-    reuse: Vec<Option<PathBuf>>,
+    reuse: Vec<Option<(PathBuf, usize)>>,
+    /// Per entry: the content is known to match its hash (copied and hashed now, or linked
+    /// to a previous-snapshot inode that was itself known good), for the verify cache.
+    hash_known: Vec<bool>,
     needed: u64,
     sockets: u64,
 }
 
 fn plan_volume(name: &str, src: &Path, prev: Option<&Volume>, prev_dir: &Path) -> Result<Plan> {
-    let prev_by_path: HashMap<PathBuf, &Entry> = prev
-        .map(|v| v.entries.iter().map(|e| (e.rel(), e)).collect())
+    let prev_by_path: HashMap<PathBuf, (usize, &Entry)> = prev
+        .map(|v| {
+            v.entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.rel(), (i, e)))
+                .collect()
+        })
         .unwrap_or_default();
     let mut entries = Vec::new();
     let mut reuse = Vec::new();
@@ -123,7 +204,7 @@ fn plan_volume(name: &str, src: &Path, prev: Option<&Volume>, prev_dir: &Path) -
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let path = src.join(&rel);
-        let Some(mut e) = meta::entry_of(&path, &rel)? else {
+        let Some((mut e, md)) = meta::entry_of(&path, &rel)? else {
             tracing::warn!(path = %path.display(), "skipping a socket");
             sockets += 1;
             continue;
@@ -131,7 +212,6 @@ fn plan_volume(name: &str, src: &Path, prev: Option<&Volume>, prev_dir: &Path) -
         needed += ENTRY_OVERHEAD;
         let mut reused = None;
         if e.kind == Kind::File {
-            let md = std::fs::symlink_metadata(&path).map_err(io("lstat", &path))?;
             use std::os::unix::fs::MetadataExt;
             if md.nlink() > 1 {
                 let key = (md.dev(), md.ino());
@@ -144,7 +224,7 @@ fn plan_volume(name: &str, src: &Path, prev: Option<&Volume>, prev_dir: &Path) -
                 }
                 first_by_inode.insert(key, entries.len());
             }
-            if let Some(p) = prev_by_path.get(&rel)
+            if let Some(&(prev_index, p)) = prev_by_path.get(&rel)
                 && p.kind == Kind::File
                 && p.link_of.is_none()
                 && p.src.is_some()
@@ -152,7 +232,7 @@ fn plan_volume(name: &str, src: &Path, prev: Option<&Volume>, prev_dir: &Path) -
                 && p.sha256.is_some()
             {
                 e.sha256 = p.sha256.clone();
-                reused = Some(prev_dir.join(VOLUMES).join(name).join(&rel));
+                reused = Some((prev_dir.join(VOLUMES).join(name).join(&rel), prev_index));
             } else {
                 needed += md.blocks() * 512;
             }
@@ -175,12 +255,19 @@ fn plan_volume(name: &str, src: &Path, prev: Option<&Volume>, prev_dir: &Path) -
         src: src.to_owned(),
         entries,
         reuse,
+        hash_known: Vec::new(),
         needed,
         sockets,
     })
 }
 
-fn build(tmp: &Path, _prev_dir: &Path, plans: &mut [Plan], summary: &mut Summary) -> Result<()> {
+fn build(
+    tmp: &Path,
+    plans: &mut [Plan],
+    summary: &mut Summary,
+    progress: &dyn Progress,
+    prev_known: &Verified,
+) -> Result<()> {
     std::fs::create_dir_all(tmp.join(VOLUMES)).map_err(io("creating", tmp))?;
     for plan in plans.iter_mut() {
         let root = tmp.join(VOLUMES).join(&plan.name);
@@ -206,27 +293,47 @@ fn build(tmp: &Path, _prev_dir: &Path, plans: &mut [Plan], summary: &mut Summary
                 Kind::File if e.link_of.is_some() => {}
                 Kind::File => {
                     summary.files += 1;
-                    match &plan.reuse[i] {
-                        Some(prev) => {
-                            std::fs::hard_link(prev, &dst).map_err(io("linking", &dst))?;
-                            summary.bytes_reused += e.size;
-                        }
-                        None => jobs.push(Job {
-                            src: plan.src.join(e.rel()),
-                            dst,
-                            index: i,
-                        }),
-                    }
+                    jobs.push(Job {
+                        src: match &plan.reuse[i] {
+                            Some((prev, prev_index)) => Source::Previous(
+                                prev.clone(),
+                                prev_known.get(&plan.name, *prev_index).copied(),
+                            ),
+                            None => Source::Tree(plan.src.join(e.rel())),
+                        },
+                        dst,
+                        index: i,
+                        size: e.size,
+                    });
                 }
             }
         }
-        let hashes = copy_parallel(&jobs)?;
-        for (job, (sha, method)) in jobs.iter().zip(hashes) {
+        let results = copy_parallel(&jobs, &plan.entries, progress)?;
+        let mut has_meta = vec![false; plan.entries.len()];
+        plan.hash_known = vec![false; plan.entries.len()];
+        for (job, done) in jobs.iter().zip(results) {
+            has_meta[job.index] = true;
             let e = &mut plan.entries[job.index];
+            let (sha, method) = match done {
+                Done::Linked { known_good } => {
+                    plan.hash_known[job.index] = known_good;
+                    summary.bytes_reused += e.size;
+                    summary.files_reused += 1;
+                    continue;
+                }
+                Done::Copied(sha, method) => (sha, method),
+            };
+            plan.hash_known[job.index] = true;
             e.sha256 = Some(sha);
             match method {
-                Method::Reflink => summary.bytes_reused += e.size,
-                Method::Copy => summary.bytes_copied += e.size,
+                Method::Reflink => {
+                    summary.bytes_reflinked += e.size;
+                    summary.files_reflinked += 1;
+                }
+                Method::Copy => {
+                    summary.bytes_copied += e.size;
+                    summary.files_copied += 1;
+                }
             }
         }
         // Second and later names of hardlinked files.
@@ -246,17 +353,21 @@ fn build(tmp: &Path, _prev_dir: &Path, plans: &mut [Plan], summary: &mut Summary
         for (e, sha) in plan.entries.iter_mut().zip(shas) {
             e.sha256 = sha;
         }
-        apply_all(&root, &plan.entries, &plan.reuse)?;
+        apply_all(&root, &plan.entries, &has_meta)?;
     }
     Ok(())
 }
 
-/// Metadata of every entry; directories deepest first and last, since creating their children
-/// changed their mtimes.
-pub(crate) fn apply_all(root: &Path, entries: &[Entry], reuse: &[Option<PathBuf>]) -> Result<()> {
+/// Metadata of every entry but those flagged in `has_meta` (and their further names);
+/// directories deepest first and last, since creating their children changed their mtimes.
+pub(crate) fn apply_all(root: &Path, entries: &[Entry], has_meta: &[bool]) -> Result<()> {
     for (i, e) in entries.iter().enumerate() {
-        // A reused file is the previous snapshot's inode, which already carries this metadata.
-        if e.kind == Kind::Dir || reuse.get(i).is_some_and(Option::is_some) {
+        // A reused file is the previous snapshot's inode, which already carries this metadata;
+        // so is a further name of a reused file. Touching it (chown clears setuid until chmod
+        // restores it) would alter the published snapshot, and a crash there would corrupt it.
+        // A copied file got its metadata right after its content.
+        let done = |i: usize| has_meta.get(i).copied().unwrap_or(false);
+        if e.kind == Kind::Dir || done(i) || e.link_of.is_some_and(done) {
             continue;
         }
         meta::apply(&root.join(e.rel()), e)?;
@@ -285,13 +396,13 @@ pub(crate) fn mknod(dst: &Path, e: &Entry) -> Result<()> {
     .map_err(nix_io("mknod", dst))
 }
 
-type CopyResult = Result<(String, Method)>;
+type CopyResult = Result<Done>;
 
-/// Copies and hashes files on both cores.
-fn copy_parallel(jobs: &[Job]) -> Result<Vec<(String, Method)>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 4);
+/// Copies and hashes, or links, files on every core; a copied file gets its metadata right
+/// away (after its content, so the mtime sticks), which spreads those syscalls too.
+fn copy_parallel(jobs: &[Job], entries: &[Entry], progress: &dyn Progress) -> Result<Vec<Done>> {
+    // Cold source files are read at the disk's latency: see `pool::io_threads`.
+    let threads = crate::pool::io_threads();
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<CopyResult>>> =
         Mutex::new((0..jobs.len()).map(|_| None).collect());
@@ -301,8 +412,27 @@ fn copy_parallel(jobs: &[Job]) -> Result<Vec<(String, Method)>> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
-                    let r = copy::copy_and_hash(&job.src, &job.dst);
+                    let r = match &job.src {
+                        Source::Previous(prev, vouched) => {
+                            let known_good = vouched.is_some_and(|id| {
+                                std::fs::symlink_metadata(prev)
+                                    .is_ok_and(|md| meta::source_id(&md) == id)
+                            });
+                            std::fs::hard_link(prev, &job.dst)
+                                .map(|()| Done::Linked { known_good })
+                                .map_err(io("linking", &job.dst))
+                        }
+                        Source::Tree(src) => {
+                            copy::copy_and_hash(src, &job.dst).and_then(|(sha, method)| {
+                                meta::apply(&job.dst, &entries[job.index])?;
+                                Ok(Done::Copied(sha, method))
+                            })
+                        }
+                    };
                     let failed = r.is_err();
+                    if r.is_ok() {
+                        progress.advanced(1, job.size);
+                    }
                     if let Ok(mut all) = results.lock() {
                         all[i] = Some(r);
                     }
@@ -330,7 +460,7 @@ fn copy_parallel(jobs: &[Job]) -> Result<Vec<(String, Method)>> {
         match r {
             Some(r) => out.push(r?),
             None => {
-                return Err(io("copying", &jobs[i].src)(std::io::Error::other(
+                return Err(io("copying", &jobs[i].dst)(std::io::Error::other(
                     "the copy worker stopped",
                 )));
             }

@@ -152,6 +152,18 @@ pub fn import_images(binary: &Path) -> anyhow::Result<Vec<String>> {
         }
         built.push(name);
     }
+    if !built.is_empty() {
+        // Earlier imports left untagged; prune spares images a container still uses.
+        let _ = Command::new("docker")
+            .args([
+                "image",
+                "prune",
+                "-f",
+                "--filter",
+                &format!("label={LABEL}"),
+            ])
+            .output();
+    }
     Ok(built)
 }
 

@@ -23,6 +23,8 @@ pub struct Release {
 }
 
 impl Release {
+    /// A custom release: `mode` is the app's `DEMO_MODE` (`ok`, `crash`, `never-healthy`,
+    /// `slow:<secs>`), `image` one of [`crate::images::VERSIONS`].
     pub fn new(tag: &str, image: &str, mode: &str, notes: &str) -> Release {
         Release {
             tag: tag.to_owned(),
@@ -166,9 +168,11 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
         .with_context(|| format!("running git {args:?} in {}", dir.display()))?;
     if !out.status.success() {
         bail!(
-            "git {args:?} in {} failed: {}",
+            "git {args:?} in {} failed: {} {}",
             dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr).trim(),
+            // git commit says "nothing to commit" on stdout
+            String::from_utf8_lossy(&out.stdout).trim()
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -221,8 +225,29 @@ impl DemoRecipe {
         Ok(recipe)
     }
 
+    /// Creates the recipe with exactly these releases, published in order (custom releases,
+    /// e.g. a `1.4.0+1.1.0` in mode `crash` or `slow:5`, included).
+    pub fn with_releases(dir: &Path, releases: &[Release]) -> anyhow::Result<DemoRecipe> {
+        let recipe = DemoRecipe::create(dir)?;
+        for r in releases {
+            recipe.publish(r)?;
+        }
+        Ok(recipe)
+    }
+
+    /// The catalogue release after the newest tag of this recipe, if any is left.
+    pub fn next_in_catalogue(&self) -> anyhow::Result<Option<Release>> {
+        let tags = self.tags()?;
+        let cat = catalogue();
+        let last = cat.iter().rposition(|r| tags.contains(&r.tag));
+        Ok(cat.into_iter().nth(last.map_or(0, |i| i + 1)))
+    }
+
     /// Commits and tags one release.
     pub fn publish(&self, release: &Release) -> anyhow::Result<()> {
+        if self.tags()?.contains(&release.tag) {
+            bail!("{} already has tag {}", self.dir.display(), release.tag);
+        }
         std::fs::write(self.dir.join("compose.yml"), compose(release))
             .context("writing compose.yml")?;
         std::fs::write(self.dir.join("release").join(&release.tag), &release.notes)
@@ -241,6 +266,7 @@ impl DemoRecipe {
         Ok(())
     }
 
+    /// The recipe's tags, in git's (lexical) order.
     pub fn tags(&self) -> anyhow::Result<Vec<String>> {
         Ok(git(&self.dir, &["tag", "--list"])?
             .lines()
@@ -279,6 +305,31 @@ mod tests {
         let old = git(&r.dir, &["show", "1.0.0+1.0.0:compose.yml"]).unwrap();
         assert!(old.contains("version=1.0.0+1.0.0") && old.contains("DEMO_MODE=ok"));
         assert!(r.dir.join(".env.sample").exists());
+    }
+
+    #[test]
+    fn custom_releases_and_the_next_catalogue_release() {
+        let d = tempfile::tempdir().unwrap();
+        let r = DemoRecipe::with_releases(
+            &d.path().join("demo"),
+            &[
+                release("1.0.0+1.0.0").unwrap(),
+                Release::new("1.0.1+1.0.0", "1.0.0", "slow:3", "Slow start.\n"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r.tags().unwrap(), ["1.0.0+1.0.0", "1.0.1+1.0.0"]);
+        let compose = std::fs::read_to_string(r.dir.join("compose.yml")).unwrap();
+        assert!(compose.contains("DEMO_MODE=slow:3"), "{compose}");
+        assert_eq!(
+            r.next_in_catalogue().unwrap().map(|r| r.tag),
+            Some("1.1.0+1.0.0".to_owned())
+        );
+        // A tag cannot be published twice.
+        assert!(r.publish(&release("1.0.0+1.0.0").unwrap()).is_err());
+        let all = DemoRecipe::with_catalogue(&d.path().join("all"), None).unwrap();
+        assert_eq!(all.tags().unwrap().len(), catalogue().len());
+        assert_eq!(all.next_in_catalogue().unwrap(), None);
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! On a healthy start it creates `$DATA_DIR/marker` if missing (naming the version that created
 //! it) and appends its version to `$DATA_DIR/versions.log`.
 //!
-//! Endpoints: `/health`, `/version`, `/marker`. Subcommands: `healthcheck` (the image has no
-//! curl: exit 0 iff `/health` answers 200) and `oneshot` (a job that prints and exits 0).
+//! Endpoints: `/health`, `/version`, `/marker`. Subcommands: `serve` (the default),
+//! `healthcheck` (the image has no curl: exit 0 iff `/health` answers 200) and `oneshot` (a job
+//! that prints and exits 0). SIGTERM and SIGINT exit 0 at once, so `docker stack rm` is quick.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -79,6 +80,15 @@ fn healthcheck(port: &str) -> i32 {
         Ok(r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
     });
     if matches!(ok, Ok(true)) { 0 } else { 1 }
+}
+
+/// What `/health` answers after the app has been up for `up`.
+fn is_healthy(mode: &Mode, up: Duration) -> bool {
+    match mode {
+        Mode::Ok => true,
+        Mode::Slow(secs) => up >= Duration::from_secs(*secs),
+        Mode::NeverHealthy | Mode::Crash => false,
+    }
 }
 
 /// What the data directory looks like after a start in `mode`.
@@ -152,20 +162,27 @@ fn serve() -> i32 {
     };
     let started = Instant::now();
     for stream in listener.incoming().flatten() {
-        let healthy = match mode {
-            Mode::Ok => true,
-            Mode::Slow(secs) => started.elapsed() >= Duration::from_secs(secs),
-            Mode::NeverHealthy | Mode::Crash => false,
-        };
+        let healthy = is_healthy(&mode, started.elapsed());
         let data = data.clone();
         std::thread::spawn(move || respond(stream, healthy, &data));
     }
     0
 }
 
+/// The subcommand among the arguments. The image's ENTRYPOINT is `/demo-app`, so a compose
+/// `command: ["/demo-app", "oneshot"]` (the habit from images with a shell) arrives as
+/// `/demo-app /demo-app oneshot`; both spellings work.
+fn subcommand(mut args: impl Iterator<Item = String>) -> Option<String> {
+    let first = args.next()?;
+    if Path::new(&first).file_name() == Some("demo-app".as_ref()) {
+        return args.next();
+    }
+    Some(first)
+}
+
 fn main() {
     exit_on_sigterm();
-    let code = match std::env::args().nth(1).as_deref() {
+    let code = match subcommand(std::env::args().skip(1)).as_deref() {
         None | Some("serve") => serve(),
         Some("healthcheck") => healthcheck(&env("PORT", "8080")),
         Some("oneshot") => {
@@ -193,6 +210,28 @@ mod tests {
         assert_eq!(parse_mode("slow:7"), Ok(Mode::Slow(7)));
         assert!(parse_mode("slow:x").is_err());
         assert!(parse_mode("sometimes").is_err());
+    }
+
+    #[test]
+    fn subcommand_with_or_without_the_program_path() {
+        let sub = |a: &[&str]| subcommand(a.iter().map(|s| s.to_string()));
+        assert_eq!(sub(&[]), None);
+        assert_eq!(sub(&["oneshot"]).as_deref(), Some("oneshot"));
+        assert_eq!(sub(&["/demo-app", "oneshot"]).as_deref(), Some("oneshot"));
+        assert_eq!(
+            sub(&["/demo-app", "healthcheck"]).as_deref(),
+            Some("healthcheck")
+        );
+        assert_eq!(sub(&["/demo-app"]), None);
+    }
+
+    #[test]
+    fn health_follows_the_mode() {
+        let s = Duration::from_secs;
+        assert!(is_healthy(&Mode::Ok, s(0)));
+        assert!(!is_healthy(&Mode::Slow(3), s(2)));
+        assert!(is_healthy(&Mode::Slow(3), s(3)));
+        assert!(!is_healthy(&Mode::NeverHealthy, s(3600)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use ci_warm_tests::{images, recipe};
@@ -30,8 +31,9 @@ enum Cmd {
         #[arg(long)]
         upto: Option<String>,
     },
-    /// Publish one more catalogue release in an existing demo recipe.
-    Publish { dir: PathBuf, tag: String },
+    /// Publish one more catalogue release in an existing demo recipe: `tag`, or the one after
+    /// the recipe's newest catalogue tag.
+    Publish { dir: PathBuf, tag: Option<String> },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,8 +63,14 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Publish { dir, tag } => {
             let r = recipe::DemoRecipe::open(&dir)?;
-            r.publish(&recipe::release(&tag)?)?;
-            println!("published {tag} in {}", r.dir.display());
+            let release = match tag {
+                Some(tag) => recipe::release(&tag)?,
+                None => r.next_in_catalogue()?.with_context(|| {
+                    format!("{} already has the whole catalogue", r.dir.display())
+                })?,
+            };
+            r.publish(&release)?;
+            println!("published {} in {}", release.tag, r.dir.display());
         }
     }
     Ok(())
