@@ -2,24 +2,43 @@
 
 let
   cfg = config.services.ci-warm;
+  # Config, assertions and units are computed by a builtins-only file, so the test command can
+  # evaluate exactly what this module deploys without nixpkgs.
   render = import ./render.nix;
   d = render.defaults;
-  inherit (lib) mkEnableOption mkOption mkPackageOption mkIf types literalExpression;
+  inherit (lib) mkEnableOption mkOption mkIf types literalExpression;
 
   settingsFormat = pkgs.formats.json { };
-  configFile = settingsFormat.generate "ci-warm.json" (render.config cfg);
+  renderedConfig = settingsFormat.generate "ci-warm.json" (render.config cfg);
+  # A rejected config fails `nixos-rebuild build`, not the first reconcile after the switch.
+  configFile =
+    if cfg.checkConfig then
+      pkgs.runCommand "ci-warm-checked.json" { nativeBuildInputs = [ cfg.package ]; } ''
+        ci-warm config check ${renderedConfig} >/dev/null
+        cp ${renderedConfig} $out
+      ''
+    else renderedConfig;
+
   units = render.units {
     inherit cfg configFile;
     exe = lib.getExe cfg.package;
     systemctl = "${config.systemd.package}/bin/systemctl";
   };
 
+  calendarOption = default: what: mkOption {
+    type = types.str;
+    inherit default;
+    example = "*:0/30";
+    description = "When ${what} runs (a systemd.time(7) calendar event).";
+  };
+
   probeModule = types.submodule {
     options = {
       url = mkOption {
-        type = types.str;
+        type = types.nullOr types.str;
+        default = render.probeDefaults.url;
         example = "https://sso.ci.example.org/realms/master";
-        description = "URL the health gate requests (`http://` or `https://`).";
+        description = "URL the health gate requests (`http://` or `https://`). Required: an assertion names each probe without one.";
       };
       status = mkOption {
         type = types.ints.between 100 599;
@@ -28,96 +47,112 @@ let
       };
       bodyContains = mkOption {
         type = types.nullOr types.str;
-        default = null;
-        description = "A substring the response body must contain.";
+        default = render.probeDefaults.bodyContains;
+        example = "OK";
+        description = "A substring the response body must contain; null checks only the status.";
       };
       host = mkOption {
         type = types.nullOr types.str;
-        default = null;
-        description = "Host header to send, e.g. to reach an app through traefik by its domain.";
+        default = render.probeDefaults.host;
+        example = "traefik.ci.example.org";
+        description = "Host header to send, e.g. to reach an app through traefik by its domain; null sends the URL's host.";
       };
     };
   };
 
   scheduleOptions = defaults: {
-    onCalendar = mkOption {
-      type = types.str;
-      default = defaults.onCalendar;
-      example = "*:0/30";
-      description = "When the reconcile runs (systemd.time(7) calendar event).";
-    };
+    onCalendar = calendarOption defaults.onCalendar "the reconcile";
     randomizedDelaySec = mkOption {
       type = types.str;
       default = defaults.randomizedDelaySec;
-      description = "Random delay added to each run, so apps do not all upgrade at once.";
+      example = "0";
+      description = "Random delay added to each run (systemd.time(7) time span), so apps do not all upgrade at once.";
     };
   };
 
-  # The options every warm app has; the traefik and keycloak conveniences reuse them.
-  appOptions = { recipeDefault ? null, presetDefault ? "custom" }: {
-    preset = mkOption {
-      type = types.enum [ "traefik" "keycloak" "custom" ];
-      default = presetDefault;
-      description = "Sets defaults: traefik is stateless and probed at /ping, keycloak stateful and probed at /realms/master.";
+  # The options every warm app has; the traefik and keycloak conveniences reuse them (their
+  # preset is fixed, so they do not offer `preset`).
+  appOptions = { recipeDefault, recipeDefaultText ? null, withPreset ? true }:
+    lib.optionalAttrs withPreset {
+      preset = mkOption {
+        type = types.enum [ "traefik" "keycloak" "custom" ];
+        default = render.appDefaults.preset;
+        description = "Sets defaults: traefik is stateless and probed at /ping, keycloak stateful and probed at /realms/master, custom stateful without probes.";
+      };
+    }
+    // {
+      recipe = mkOption {
+        type = types.str;
+        default = recipeDefault;
+        description = "The Co-op Cloud recipe name.";
+      } // lib.optionalAttrs (recipeDefaultText != null) { defaultText = literalExpression recipeDefaultText; };
+      repo = mkOption {
+        type = types.nullOr types.str;
+        default = render.appDefaults.repo;
+        example = "https://git.coopcloud.tech/coop-cloud/keycloak.git";
+        description = "Git URL or path of the recipe (a path not under /home or /root, which the hardened units cannot see); null uses the Co-op Cloud catalogue.";
+      };
+      domain = mkOption {
+        type = types.nullOr types.str;
+        default = render.appDefaults.domain;
+        example = "sso.ci.example.org";
+        description = "The app's domain (abra's app name). Required: an assertion names each app without one.";
+      };
+      stack = mkOption {
+        type = types.nullOr types.str;
+        default = render.appDefaults.stack;
+        description = "Swarm stack name; null derives it from the domain (dots become underscores), as abra does.";
+      };
+      envFile = mkOption {
+        type = types.nullOr types.str;
+        default = render.appDefaults.envFile;
+        example = "/etc/ci-warm/demo.env";
+        description = "Absolute path of the app's env file, for the stack deployer. A string, so the file is not copied into the store; not under /home or /root, which the hardened units cannot see.";
+      };
+      stateful = mkOption {
+        type = types.nullOr types.bool;
+        default = render.appDefaults.stateful;
+        description = "Whether volumes are snapshotted around upgrades; null takes the preset's default.";
+      };
+      pinnedVersion = mkOption {
+        type = types.nullOr types.str;
+        default = render.appDefaults.pinnedVersion;
+        example = "10.7.1+26.6.2";
+        description = "Keep the app on exactly this version instead of the newest safe one; null tracks the newest.";
+      };
+      initialVersion = mkOption {
+        type = types.nullOr types.str;
+        default = render.appDefaults.initialVersion;
+        description = "Version the first reconcile deploys; null means the newest safe one.";
+      };
+      approved = mkOption {
+        type = types.listOf types.str;
+        default = render.appDefaults.approved;
+        example = [ "2.0.0+2.0.0" ];
+        description = "Versions released from the safety gate, as `ci-warm approve` does.";
+      };
+      probes = mkOption {
+        type = types.listOf probeModule;
+        default = render.appDefaults.probes;
+        example = literalExpression ''[ { url = "http://127.0.0.1:8082/ping"; bodyContains = "OK"; } ]'';
+        description = "HTTP probes of the health gate; empty takes the preset's.";
+      };
+      healthTimeoutSecs = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = render.appDefaults.healthTimeoutSecs;
+        description = "How long this app may take to become healthy; null takes `health.timeoutSecs`.";
+      };
+    }
+    // scheduleOptions render.appDefaults;
+
+  jobOptions = what: note: defaults: {
+    enable = mkOption {
+      type = types.bool;
+      default = defaults.enable;
+      description = "Whether to run ${what} on a timer.${note}";
     };
-    recipe = mkOption {
-      type = types.str;
-      description = "The Co-op Cloud recipe name.";
-    } // lib.optionalAttrs (recipeDefault != null) { default = recipeDefault; };
-    repo = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "Git URL or path of the recipe; defaults to the Co-op Cloud catalogue.";
-    };
-    domain = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "sso.ci.example.org";
-      description = "The app's domain (abra's app name).";
-    };
-    stack = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "Swarm stack name; defaults to the domain with dots replaced by underscores, as abra does.";
-    };
-    envFile = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "The app's env file, for the stack deployer. A path string, so it is not copied into the store.";
-    };
-    stateful = mkOption {
-      type = types.nullOr types.bool;
-      default = null;
-      description = "Whether volumes are snapshotted around upgrades; null takes the preset's default.";
-    };
-    pinnedVersion = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "10.7.1+26.6.2";
-      description = "Keep the app on exactly this version instead of the newest safe one.";
-    };
-    initialVersion = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "Version the first reconcile deploys; null means the newest.";
-    };
-    approved = mkOption {
-      type = types.listOf types.str;
-      default = [ ];
-      example = [ "2.0.0+2.0.0" ];
-      description = "Versions released from the safety gate, as `ci-warm approve` does.";
-    };
-    probes = mkOption {
-      type = types.listOf probeModule;
-      default = [ ];
-      description = "HTTP probes of the health gate; empty takes the preset's.";
-    };
-    healthTimeoutSecs = mkOption {
-      type = types.nullOr types.ints.positive;
-      default = null;
-      description = "How long this app may take to become healthy; null takes `health.timeoutSecs`.";
-    };
-  } // scheduleOptions render.appDefaults;
+    onCalendar = calendarOption defaults.onCalendar what;
+  };
 in
 {
   options.services.ci-warm = {
@@ -130,6 +165,12 @@ in
       description = "The ci-warm package.";
     };
 
+    checkConfig = mkOption {
+      type = types.bool;
+      default = d.checkConfig;
+      description = "Run `ci-warm config check` on the rendered config at build time, so a rejected config fails the build instead of the first reconcile. Turn off only when cross-compiling.";
+    };
+
     stateDir = mkOption {
       type = types.str;
       default = d.stateDir;
@@ -138,32 +179,40 @@ in
 
     ciDomain = mkOption {
       type = types.nullOr types.str;
-      default = null;
+      default = d.ciDomain;
       example = "ci.example.org";
-      description = "The CI's base domain; canonicals live at `warm-<recipe>.<ciDomain>`.";
+      description = "The CI's base domain; canonicals live at `warm-<recipe>.<ciDomain>`. Null: every canonical needs its own domain.";
     };
 
     deployer = {
       kind = mkOption {
         type = types.enum [ "abra" "stack" ];
         default = d.deployer.kind;
-        description = "`abra` (the CI host's normal tool) or `stack` (`docker stack deploy`).";
+        description = "`abra` (the CI host's normal tool) or `stack` (`docker stack deploy` from the recipe and the app's env file).";
+      };
+      abraPackage = mkOption {
+        type = types.nullOr types.package;
+        default = d.deployer.abraPackage;
+        defaultText = literalExpression "null";
+        example = literalExpression "pkgs.abra";
+        description = "abra, put on the units' PATH. Null: `abraExecutable` must be an absolute path.";
       };
       abraExecutable = mkOption {
         type = types.str;
         default = d.deployer.abraExecutable;
-        example = literalExpression ''"''${pkgs.abra}/bin/abra"'';
-        description = "The abra executable.";
+        example = "/run/current-system/sw/bin/abra";
+        description = "The abra executable: a name looked up on the units' PATH (see `abraPackage`) or an absolute path.";
       };
       server = mkOption {
         type = types.nullOr types.str;
-        default = null;
-        description = "The abra server the apps are registered on.";
+        default = d.deployer.server;
+        example = "ci.example.org";
+        description = "The abra server the apps are registered on. Required when `kind` is `abra`.";
       };
       abraDir = mkOption {
         type = types.str;
         default = d.deployer.abraDir;
-        description = "abra's state directory; writable for the units when the deployer is abra.";
+        description = "abra's state directory (`ABRA_DIR`, servers and app env files); writable for the units when the deployer is abra, which must have been set up there (`abra server add`).";
       };
     };
 
@@ -171,26 +220,27 @@ in
       timeoutSecs = mkOption {
         type = types.ints.positive;
         default = d.health.timeoutSecs;
-        description = "How long a deployment may take to prove itself healthy.";
+        description = "How long a deployment may take to prove itself healthy, in seconds.";
       };
       intervalMs = mkOption {
         type = types.ints.positive;
         default = d.health.intervalMs;
-        description = "Pause between two polls of the health gate.";
+        description = "Pause between two polls of the health gate, in milliseconds.";
       };
     };
 
     gate.manualMigrationPhrases = mkOption {
       type = types.listOf types.str;
-      default = [ ];
-      description = "Release-note phrases that hold a version for a person; empty takes the built-in list.";
+      default = d.gate.manualMigrationPhrases;
+      example = [ "manual migration" "breaking change" ];
+      description = "Release-note phrases (case-insensitive) that hold a version for a person; empty takes the built-in list.";
     };
 
     snapshot = {
       reserveBytes = mkOption {
         type = types.ints.unsigned;
         default = d.snapshot.reserveBytes;
-        description = "Free bytes that must remain after a snapshot.";
+        description = "Free bytes that must remain after a snapshot; a snapshot that would cross it is refused before it starts.";
       };
       reservePercent = mkOption {
         type = types.ints.between 0 99;
@@ -201,16 +251,23 @@ in
 
     alerts.onAlert = mkOption {
       type = types.nullOr (types.listOf types.str);
-      default = null;
+      default = d.alerts.onAlert;
       example = [ "/run/current-system/sw/bin/logger" "-t" "ci-warm" ];
-      description = "Command (argv, no shell) run with each new alert file's path appended.";
+      description = "Command (argv, no shell) run with each new alert file's path appended; its failure is logged, never fatal. It runs inside the hardened units and can read `credentials` from `$CREDENTIALS_DIRECTORY`. Null: no hook.";
     };
 
     metricsFile = mkOption {
       type = types.nullOr types.str;
-      default = null;
+      default = d.metricsFile;
       example = "/var/lib/prometheus-node-exporter/ci-warm.prom";
-      description = "Prometheus textfile-collector file written after every reconcile.";
+      description = "Prometheus textfile-collector file rewritten after every reconcile; its directory is made writable for the units. Null: no metrics.";
+    };
+
+    credentials = mkOption {
+      type = types.attrsOf types.str;
+      default = d.credentials;
+      example = { chat-token = "/run/secrets/ci-warm-chat-token"; };
+      description = "Extra secrets, name to file outside the store, handed to every ci-warm unit through `LoadCredential` (readable as `$CREDENTIALS_DIRECTORY/<name>`), e.g. a token for the `alerts.onAlert` hook or the sweep's cold-test command.";
     };
 
     disk = {
@@ -222,37 +279,51 @@ in
       criticalFreePercent = mkOption {
         type = types.ints.between 0 100;
         default = d.disk.criticalFreePercent;
-        description = "`disk check` raises a critical alert below this free share.";
+        description = "`disk check` raises a critical alert below this free share; at most `warnFreePercent`.";
       };
       dockerRoot = mkOption {
         type = types.str;
         default = d.disk.dockerRoot;
-        description = "Docker's data root (its volumes are restored in place).";
+        description = "Docker's data root: watched by `disk check`, and its volumes are restored in place.";
       };
       pruneSeenAlertsDays = mkOption {
         type = types.ints.positive;
         default = d.disk.pruneSeenAlertsDays;
-        description = "Acknowledged alerts older than this are pruned.";
+        description = "`disk prune` removes acknowledged alerts older than this many days.";
       };
+      check = jobOptions "`ci-warm disk check` (one `disk-low` alert per threshold crossing)" "" d.disk.check;
+      prune = jobOptions "`ci-warm disk prune` (stale temporary files, old acknowledged alerts, snapshots of apps no longer configured; never the only snapshot of a configured app)"
+        " Off by default: with it, removing an app from the config lets its snapshot go." d.disk.prune;
     };
 
     apps = mkOption {
-      type = types.attrsOf (types.submodule { options = appOptions { }; });
-      default = { };
-      description = "Warm apps, by app name: one reconcile service and timer each.";
+      type = types.attrsOf (types.submodule ({ name, ... }: {
+        options = appOptions { recipeDefault = name; recipeDefaultText = "<name>"; };
+      }));
+      default = d.apps;
+      example = literalExpression ''
+        {
+          demo = {
+            domain = "demo.ci.example.org";
+            repo = "/srv/recipes/demo";
+            probes = [ { url = "http://127.0.0.1:18080/health"; } ];
+          };
+        }
+      '';
+      description = "Warm apps, by app name: one reconcile service and timer each (`ci-warm-<name>`).";
     };
 
     traefik = {
-      enable = mkEnableOption "the warm traefik (stateless, version rollback only)";
-    } // appOptions { recipeDefault = "traefik"; presetDefault = "traefik"; };
+      enable = mkEnableOption "the warm traefik (the app `traefik`: stateless, version rollback only)";
+    } // appOptions { recipeDefault = d.traefik.recipe; withPreset = false; };
 
     keycloak = {
-      enable = mkEnableOption "the warm keycloak (stateful; per-run realms for tests)";
+      enable = mkEnableOption "the warm keycloak (the app `keycloak`: stateful; per-run realms for tests)";
       url = mkOption {
         type = types.nullOr types.str;
-        default = null;
+        default = d.keycloak.url;
         example = "https://sso.ci.example.org";
-        description = "Base URL of the warm keycloak, for per-run realms.";
+        description = "Base URL of the keycloak that per-run realms are made on; null uses `https://<domain>` of the warm keycloak.";
       };
       adminUser = mkOption {
         type = types.str;
@@ -261,90 +332,115 @@ in
       };
       adminPasswordFile = mkOption {
         type = types.nullOr types.str;
-        default = null;
+        default = d.keycloak.adminPasswordFile;
         example = "/run/secrets/keycloak-admin-password";
-        description = "File with the admin password, handed to the units through LoadCredential; it never enters the store.";
+        description = ''
+          File with the master realm's admin password, handed to the units through
+          `LoadCredential` (credential `keycloak-admin-password`); it never enters the store.
+          Setting it enables realm management (`ci-warm realm`). A CI job that calls
+          `ci-warm realm` itself needs the same credential: give its service
+          `LoadCredential = "keycloak-admin-password:<this file>"`. Null: no realm management.
+        '';
       };
-    } // appOptions { recipeDefault = "keycloak"; presetDefault = "keycloak"; };
+      reapGraceSecs = mkOption {
+        type = types.ints.positive;
+        default = d.keycloak.reapGraceSecs;
+        description = "Per-run realms younger than this many seconds are never reaped.";
+      };
+      reap = jobOptions "`ci-warm realm reap` (per-run realms older than `reapGraceSecs`)" " Needs `adminPasswordFile`." d.keycloak.reap;
+    } // appOptions { recipeDefault = d.keycloak.recipe; withPreset = false; };
 
     canonicals = mkOption {
       type = types.attrsOf (types.submodule {
         options = {
           version = mkOption {
             type = types.nullOr types.str;
-            default = null;
-            description = "Version until the canonical registry has one for this recipe.";
+            default = render.canonicalDefaults.version;
+            example = "10.7.1+31.0.2";
+            description = "Version to keep the canonical on until the canonical registry has one for this recipe; null: the newest safe one.";
           };
-          repo = mkOption { type = types.nullOr types.str; default = null; description = "Git URL or path of the recipe."; };
-          domain = mkOption { type = types.nullOr types.str; default = null; description = "Defaults to `warm-<recipe>.<ciDomain>`."; };
-          stack = mkOption { type = types.nullOr types.str; default = null; description = "Swarm stack; derived from the domain."; };
-          envFile = mkOption { type = types.nullOr types.str; default = null; description = "Env file for the stack deployer."; };
-          approved = mkOption { type = types.listOf types.str; default = [ ]; description = "Versions released from the safety gate."; };
-          probes = mkOption { type = types.listOf probeModule; default = [ ]; description = "HTTP probes of the health gate."; };
-          healthTimeoutSecs = mkOption { type = types.nullOr types.ints.positive; default = null; description = "Per-canonical health timeout."; };
+          repo = mkOption {
+            type = types.nullOr types.str;
+            default = render.canonicalDefaults.repo;
+            description = "Git URL or path of the recipe; null uses the Co-op Cloud catalogue.";
+          };
+          domain = mkOption {
+            type = types.nullOr types.str;
+            default = render.canonicalDefaults.domain;
+            description = "The canonical's domain; null uses `warm-<recipe>.<ciDomain>`.";
+          };
+          stack = mkOption {
+            type = types.nullOr types.str;
+            default = render.canonicalDefaults.stack;
+            description = "Swarm stack; null derives it from the domain.";
+          };
+          envFile = mkOption {
+            type = types.nullOr types.str;
+            default = render.canonicalDefaults.envFile;
+            description = "Absolute path of the env file, for the stack deployer.";
+          };
+          approved = mkOption {
+            type = types.listOf types.str;
+            default = render.canonicalDefaults.approved;
+            description = "Versions released from the safety gate.";
+          };
+          probes = mkOption {
+            type = types.listOf probeModule;
+            default = render.canonicalDefaults.probes;
+            description = "HTTP probes of the health gate.";
+          };
+          healthTimeoutSecs = mkOption {
+            type = types.nullOr types.ints.positive;
+            default = render.canonicalDefaults.healthTimeoutSecs;
+            description = "How long the canonical may take to become healthy; null takes `health.timeoutSecs`.";
+          };
         } // scheduleOptions render.canonicalDefaults;
       });
-      default = { };
-      description = "Enrolled recipes, by recipe: a canonical deployment `warm-<recipe>` with realistic data.";
+      default = d.canonicals;
+      example = literalExpression ''{ nextcloud = { version = "10.7.1+31.0.2"; }; }'';
+      description = "Enrolled recipes, by recipe: a canonical deployment, the app `warm-<recipe>` (unit `ci-warm-warm-<recipe>`), keeping realistic data.";
     };
 
     sweep = {
-      enable = mkEnableOption "the nightly cold sweep of enrolled recipes";
-      onCalendar = mkOption {
+      enable = mkEnableOption "the nightly cold sweep of enrolled recipes (`ci-warm sweep`)";
+      onCalendar = calendarOption d.sweep.onCalendar "the sweep";
+      randomizedDelaySec = mkOption {
         type = types.str;
-        default = d.sweep.onCalendar;
-        description = "When the sweep runs.";
+        default = d.sweep.randomizedDelaySec;
+        description = "Random delay added to the sweep's start.";
       };
       maxTests = mkOption {
         type = types.ints.positive;
         default = d.sweep.maxTests;
-        description = "At most this many cold runs per sweep.";
+        description = "At most this many cold runs per sweep, least recently tested recipes first.";
       };
       coldCommand = mkOption {
         type = types.listOf types.str;
-        default = [ ];
-        example = [ "ci-cold-test" "--recipe" "{recipe}" "--version" "{version}" "--run" "{run}" ];
-        description = "Cold-test argv template; `{recipe}`, `{version}`, `{run}` are substituted per item, never through a shell.";
+        default = d.sweep.coldCommand;
+        example = [ "/run/current-system/sw/bin/ci-cold-test" "--recipe" "{recipe}" "--version" "{version}" "--run" "{run}" ];
+        description = "Cold-test argv template; `{recipe}`, `{version}`, `{run}` are substituted inside each item, never through a shell. Required when the sweep is enabled.";
+      };
+      path = mkOption {
+        type = types.listOf types.package;
+        default = d.sweep.path;
+        example = literalExpression "[ pkgs.curl pkgs.jq ]";
+        description = "Packages on the sweep unit's PATH, for the cold-test command.";
+      };
+      readWritePaths = mkOption {
+        type = types.listOf types.str;
+        default = d.sweep.readWritePaths;
+        example = [ "/var/lib/ci-runs" ];
+        description = "Absolute paths the cold-test command may write besides the state dir (the sweep unit is otherwise read-only, like every ci-warm unit).";
       };
     };
   };
 
   config = mkIf cfg.enable {
-    assertions = [
-      {
-        assertion = render.duplicateStacks cfg == [ ];
-        message = "services.ci-warm: two apps deploy to the same stack(s): ${toString (render.duplicateStacks cfg)}; set `stack` on one of them.";
-      }
-      {
-        assertion = cfg.deployer.kind != "abra" || cfg.deployer.server != null;
-        message = "services.ci-warm.deployer.server must name the abra server when deployer.kind = \"abra\".";
-      }
-      {
-        assertion = cfg.keycloak.adminPasswordFile == null || !(lib.hasPrefix builtins.storeDir cfg.keycloak.adminPasswordFile);
-        message = "services.ci-warm.keycloak.adminPasswordFile points into the Nix store, where every user can read it; use a path outside it (e.g. from sops-nix or agenix).";
-      }
-      {
-        assertion = cfg.disk.criticalFreePercent <= cfg.disk.warnFreePercent;
-        message = "services.ci-warm.disk.criticalFreePercent must not exceed disk.warnFreePercent.";
-      }
-      {
-        assertion = !cfg.sweep.enable || cfg.sweep.coldCommand != [ ];
-        message = "services.ci-warm.sweep.coldCommand must be set when the sweep is enabled.";
-      }
-      {
-        assertion = lib.all (a: a.domain != null) (lib.attrValues cfg.apps)
-          && (!cfg.traefik.enable || cfg.traefik.domain != null)
-          && (!cfg.keycloak.enable || cfg.keycloak.domain != null);
-        message = "services.ci-warm: every app (and the traefik/keycloak conveniences) needs a domain.";
-      }
-      {
-        assertion = cfg.canonicals == { } || cfg.ciDomain != null || lib.all (c: c.domain != null) (lib.attrValues cfg.canonicals);
-        message = "services.ci-warm.canonicals need ciDomain, or a domain each.";
-      }
-    ];
+    assertions = render.assertions cfg;
 
     virtualisation.docker.enable = lib.mkDefault true;
     environment.systemPackages = [ cfg.package ];
+    # The file the CLI reads by default, so an operator's `ci-warm status` sees the units' config.
     environment.etc."ci-warm/config.json".source = configFile;
 
     systemd.tmpfiles.rules = [ "d ${cfg.stateDir} 0750 root root - -" ];
@@ -356,12 +452,15 @@ in
         wants = u.wants or [ ];
         requires = u.requires or [ ];
         wantedBy = u.wantedBy or [ ];
-        path = [ pkgs.docker pkgs.git ];
-        serviceConfig = u.serviceConfig;
+        environment = u.environment or { };
+        path = [ config.virtualisation.docker.package pkgs.git ]
+          ++ lib.optional (cfg.deployer.abraPackage != null) cfg.deployer.abraPackage
+          ++ lib.optionals (name == render.unitName "sweep") cfg.sweep.path;
+        inherit (u) serviceConfig;
         # A changed config restarts ci-warm-apply on `nixos-rebuild switch`, which starts every
-        # reconcile; the reconcile units themselves must not be stopped mid-upgrade by a switch.
-        restartTriggers = lib.optional (name == "ci-warm-apply") configFile;
-        restartIfChanged = name == "ci-warm-apply";
+        # reconcile; the jobs themselves are never stopped mid-upgrade by a switch.
+        restartTriggers = lib.optional (name == render.unitName "apply") configFile;
+        restartIfChanged = name == render.unitName "apply";
       })
       units.services;
 

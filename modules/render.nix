@@ -1,26 +1,31 @@
-# The pure part of the services.ci-warm module: option values in, JSON config and unit
-# definitions out. It uses only builtins, so `nix-instantiate --eval --strict` can check it on a
-# machine without nixpkgs (nix/checks.sh does), and the module and the checks render the very
-# same units.
-#
-# Arguments:
-#   cfg         the evaluated `services.ci-warm` option values
-#   exe         absolute path of the ci-warm binary
-#   configFile  store path (or any path) of the rendered config JSON
+# The pure part of the services.ci-warm module: option values in, JSON config, assertions and
+# unit definitions out. It uses only builtins, so `nix-instantiate --eval --strict` can check it
+# on a machine without nixpkgs (nix/checks.sh does), and the module and the checks render the
+# very same config, assertions and units.
 let
   inherit (builtins)
-    attrNames concatStringsSep filter isAttrs isBool isList listToAttrs map mapAttrs replaceStrings
-    toString;
+    all any attrNames concatLists concatStringsSep dirOf elem filter foldl' isAttrs isBool isList
+    isString length listToAttrs map mapAttrs match replaceStrings stringLength substring toString;
 
   # Drops nulls so the JSON only carries what the operator set; ci-warm fills in defaults.
   clean = attrs: builtins.removeAttrs attrs (filter (n: attrs.${n} == null) (attrNames attrs));
+
+  optionalAttrs = c: a: if c then a else { };
+  optional = c: x: if c then [ x ] else [ ];
+  mapAttrsToList = f: a: map (n: f n a.${n}) (attrNames a);
+  hasPrefix = p: s: substring 0 (stringLength p) s == p;
+  isAbsolute = p: isString p && hasPrefix "/" p;
+
+  # The reconciler's names::check: app and recipe names become paths and unit names.
+  validName = n:
+    match "[a-z0-9][a-z0-9._-]*" n != null && stringLength n <= 64 && match ".*[.][.].*" n == null;
 
   probeJSON = p: clean {
     inherit (p) url status host;
     body_contains = p.bodyContains;
   };
 
-  appJSON = name: a: clean {
+  appJSON = _: a: clean {
     inherit (a) preset recipe repo domain stack stateful approved;
     env_file = a.envFile;
     track = if a.pinnedVersion == null then "latest" else { pinned = a.pinnedVersion; };
@@ -29,51 +34,107 @@ let
     health_timeout_secs = a.healthTimeoutSecs;
   };
 
-  canonicalJSON = recipe: c: clean {
+  canonicalJSON = _: c: clean {
     inherit (c) version repo domain stack approved;
     env_file = c.envFile;
     probes = map probeJSON c.probes;
     health_timeout_secs = c.healthTimeoutSecs;
   };
 
-  # The convenience options become ordinary apps with their preset.
+  # The traefik and keycloak conveniences become ordinary apps with their preset.
   conveniences = cfg:
-    (if cfg.traefik.enable then {
-      traefik = cfg.traefik // { preset = "traefik"; recipe = cfg.traefik.recipe; };
-    } else { })
-    // (if cfg.keycloak.enable then {
-      keycloak = builtins.removeAttrs cfg.keycloak [ "adminPasswordFile" "adminUser" "url" "enable" ]
-        // { preset = "keycloak"; };
-    } else { });
+    optionalAttrs cfg.traefik.enable { traefik = cfg.traefik // { preset = "traefik"; }; }
+    // optionalAttrs cfg.keycloak.enable { keycloak = cfg.keycloak // { preset = "keycloak"; }; };
+
+  # Where an app was configured (relative to services.ci-warm), for messages.
+  appPath = cfg: name:
+    if (name == "traefik" && cfg.traefik.enable || name == "keycloak" && cfg.keycloak.enable)
+      && !(cfg.apps ? ${name})
+    then name else "apps.${name}";
+  appOption = cfg: name: "services.ci-warm.${appPath cfg name}";
 
   allApps = cfg: conveniences cfg // cfg.apps;
 
+  canonicalApp = recipe: "warm-${recipe}";
+
+  canonicalDomain = cfg: recipe: c:
+    if c.domain != null then c.domain
+    else if cfg.ciDomain != null then "${canonicalApp recipe}.${cfg.ciDomain}"
+    else null;
+
+  stackOfDomain = d: replaceStrings [ "." ] [ "_" ] d;
+
+  keycloakUrl = cfg:
+    if cfg.keycloak.url != null then cfg.keycloak.url
+    else if cfg.keycloak.enable && cfg.keycloak.domain != null then "https://${cfg.keycloak.domain}"
+    else null;
+
+  keycloakCredential = "keycloak-admin-password";
+
+  # Unit names ci-warm uses for itself; an app of that name would collide with them.
+  ownUnits = [ "apply" "sweep" "disk-check" "disk-prune" "realm-reap" ];
+
   unitName = app: "ci-warm-${app}";
+
+  dedupe = l: attrNames (listToAttrs (map (x: { name = x; value = true; }) l));
 in
 rec {
-  inherit unitName;
+  inherit unitName canonicalApp;
 
   # Option defaults, shared with the module so they live in one place.
   defaults = {
     enable = false;
+    checkConfig = true;
     stateDir = "/var/lib/ci-warm";
     ciDomain = null;
-    deployer = { kind = "stack"; abraExecutable = "abra"; server = null; abraDir = "/root/.abra"; };
+    deployer = {
+      kind = "stack";
+      abraPackage = null;
+      abraExecutable = "abra";
+      server = null;
+      abraDir = "/root/.abra";
+    };
     health = { timeoutSecs = 300; intervalMs = 2000; };
     gate = { manualMigrationPhrases = [ ]; };
     snapshot = { reserveBytes = 1073741824; reservePercent = 5; };
     alerts = { onAlert = null; };
     metricsFile = null;
-    disk = { warnFreePercent = 15; criticalFreePercent = 5; dockerRoot = "/var/lib/docker"; pruneSeenAlertsDays = 30; };
+    credentials = { };
+    disk = {
+      warnFreePercent = 15;
+      criticalFreePercent = 5;
+      dockerRoot = "/var/lib/docker";
+      pruneSeenAlertsDays = 30;
+      check = { enable = true; onCalendar = "*:0/15"; };
+      prune = { enable = false; onCalendar = "daily"; };
+    };
     apps = { };
-    traefik = appDefaults // { enable = false; recipe = "traefik"; domain = null; };
-    keycloak = appDefaults // { enable = false; recipe = "keycloak"; domain = null; url = null; adminUser = "admin"; adminPasswordFile = null; };
+    traefik = removeAttrs appDefaults [ "preset" ] // { enable = false; recipe = "traefik"; };
+    keycloak = removeAttrs appDefaults [ "preset" ] // {
+      enable = false;
+      recipe = "keycloak";
+      url = null;
+      adminUser = "admin";
+      adminPasswordFile = null;
+      reapGraceSecs = 21600;
+      reap = { enable = false; onCalendar = "hourly"; };
+    };
     canonicals = { };
-    sweep = { enable = false; onCalendar = "*-*-* 02:00:00"; maxTests = 5; coldCommand = [ ]; };
+    sweep = {
+      enable = false;
+      onCalendar = "*-*-* 02:00:00";
+      randomizedDelaySec = "30m";
+      maxTests = 5;
+      coldCommand = [ ];
+      path = [ ];
+      readWritePaths = [ ];
+    };
   };
+  # `recipe` defaults to the app's name (the module's submodule does the same).
   appDefaults = {
     preset = "custom";
     repo = null;
+    domain = null;
     stack = null;
     envFile = null;
     stateful = null;
@@ -97,20 +158,23 @@ rec {
     onCalendar = "hourly";
     randomizedDelaySec = "10m";
   };
-  probeDefaults = { status = 200; bodyContains = null; host = null; };
+  probeDefaults = { url = null; status = 200; bodyContains = null; host = null; };
 
   # Fills in defaults the way the module system would (for evaluation without nixpkgs).
   withDefaults = cfg:
     let
-      merge = d: v: if isAttrs d && isAttrs v then d // mapAttrs (n: x: if d ? ${n} then merge d.${n} x else x) v else v;
-      app = a: merge appDefaults a // { probes = map (merge probeDefaults) (a.probes or [ ]); };
+      merge = d: v:
+        if isAttrs d && isAttrs v
+        then d // mapAttrs (n: x: if d ? ${n} then merge d.${n} x else x) v
+        else v;
+      probes = x: x // { probes = map (merge probeDefaults) x.probes; };
       full = merge defaults cfg;
     in
     full // {
-      apps = mapAttrs (_: app) (cfg.apps or { });
-      canonicals = mapAttrs (_: c: merge canonicalDefaults c // { probes = map (merge probeDefaults) (c.probes or [ ]); }) (cfg.canonicals or { });
-      traefik = full.traefik // { probes = map (merge probeDefaults) full.traefik.probes; };
-      keycloak = full.keycloak // { probes = map (merge probeDefaults) full.keycloak.probes; };
+      apps = mapAttrs (n: a: probes (merge (appDefaults // { recipe = n; }) a)) (cfg.apps or { });
+      canonicals = mapAttrs (_: c: probes (merge canonicalDefaults c)) (cfg.canonicals or { });
+      traefik = probes full.traefik;
+      keycloak = probes full.keycloak;
     };
 
   # The JSON config file's content, as an attribute set.
@@ -136,33 +200,165 @@ rec {
     canonicals = mapAttrs canonicalJSON cfg.canonicals;
     sweep = { max_tests = cfg.sweep.maxTests; cold_command = cfg.sweep.coldCommand; };
     keycloak =
-      if cfg.keycloak.enable && cfg.keycloak.adminPasswordFile != null then {
-        url = cfg.keycloak.url;
+      if cfg.keycloak.adminPasswordFile != null then {
+        url = keycloakUrl cfg;
         admin_user = cfg.keycloak.adminUser;
-        # The password reaches the unit through LoadCredential, never the store.
-        admin_password = { credential = "keycloak-admin-password"; };
+        # The password reaches the units through LoadCredential, never the store.
+        admin_password = { credential = keycloakCredential; };
+        reap_grace_secs = cfg.keycloak.reapGraceSecs;
       } else null;
   };
+
+  # Settings the module refuses, as NixOS assertions ({ assertion, message }).
+  assertions = cfg:
+    let
+      apps = allApps cfg;
+      check = assertion: message: { inherit assertion message; };
+      each = attrs: f: concatLists (mapAttrsToList f attrs);
+
+      stackClaims =
+        mapAttrsToList
+          (n: a: {
+            owner = appOption cfg n;
+            stack = if a.stack != null then a.stack else if a.domain != null then stackOfDomain a.domain else null;
+          })
+          apps
+        ++ mapAttrsToList
+          (r: c: {
+            owner = "services.ci-warm.canonicals.${r}";
+            stack = if c.stack != null then c.stack
+              else if canonicalDomain cfg r c != null then stackOfDomain (canonicalDomain cfg r c)
+              else null;
+          })
+          cfg.canonicals;
+      claimed = filter (c: c.stack != null) stackClaims;
+      ownersOf = s: map (c: c.owner) (filter (c: c.stack == s) claimed);
+      sharedStacks = filter (s: length (ownersOf s) > 1) (dedupe (map (c: c.stack) claimed));
+
+      probeOwners =
+        mapAttrsToList (n: a: { owner = appOption cfg n; inherit (a) probes; }) apps
+        ++ mapAttrsToList (r: c: { owner = "services.ci-warm.canonicals.${r}"; inherit (c) probes; }) cfg.canonicals;
+
+      absolutePaths =
+        [
+          { opt = "stateDir"; value = cfg.stateDir; }
+          { opt = "metricsFile"; value = cfg.metricsFile; }
+          { opt = "disk.dockerRoot"; value = cfg.disk.dockerRoot; }
+          { opt = "keycloak.adminPasswordFile"; value = cfg.keycloak.adminPasswordFile; }
+        ]
+        ++ optional (cfg.deployer.kind == "abra") { opt = "deployer.abraDir"; value = cfg.deployer.abraDir; }
+        ++ mapAttrsToList (n: f: { opt = "credentials.${n}"; value = f; }) cfg.credentials
+        ++ mapAttrsToList (n: a: { opt = "${appPath cfg n}.envFile"; value = a.envFile; }) apps
+        ++ mapAttrsToList (r: c: { opt = "canonicals.${r}.envFile"; value = c.envFile; }) cfg.canonicals
+        ++ map (p: { opt = "sweep.readWritePaths"; value = p; }) cfg.sweep.readWritePaths;
+
+      # With the stack deployer the units run with ProtectHome=yes: nothing under /home or /root
+      # exists for them.
+      hiddenFromUnits = p: cfg.deployer.kind == "stack" && isAbsolute p
+        && any (h: p == h || hasPrefix "${h}/" p) [ "/home" "/root" "/run/user" ];
+      readByUnits =
+        mapAttrsToList (n: a: { opt = "${appPath cfg n}.envFile"; value = a.envFile; }) apps
+        ++ mapAttrsToList (n: a: { opt = "${appPath cfg n}.repo"; value = a.repo; }) apps
+        ++ mapAttrsToList (r: c: { opt = "canonicals.${r}.envFile"; value = c.envFile; }) cfg.canonicals
+        ++ mapAttrsToList (r: c: { opt = "canonicals.${r}.repo"; value = c.repo; }) cfg.canonicals;
+
+      secretFiles =
+        optional (cfg.keycloak.adminPasswordFile != null) { opt = "keycloak.adminPasswordFile"; value = cfg.keycloak.adminPasswordFile; }
+        ++ mapAttrsToList (n: f: { opt = "credentials.${n}"; value = f; }) cfg.credentials;
+    in
+    each cfg.apps (n: _: [
+      (check (validName n)
+        "services.ci-warm.apps.${n}: the app name must match [a-z0-9][a-z0-9._-]*, without `..`, at most 64 characters (it names a directory and the unit ci-warm-${n}.service).")
+      (check (!(elem n ownUnits))
+        "services.ci-warm.apps.${n}: the name is taken by ci-warm's own unit ${unitName n}.service; rename the app.")
+    ])
+    ++ [
+      (check (!(cfg.traefik.enable && cfg.apps ? traefik))
+        "services.ci-warm: traefik.enable and apps.traefik both define the app `traefik`; use one of them.")
+      (check (!(cfg.keycloak.enable && cfg.apps ? keycloak))
+        "services.ci-warm: keycloak.enable and apps.keycloak both define the app `keycloak`; use one of them.")
+    ]
+    ++ each cfg.canonicals (r: c: [
+      (check (validName r)
+        "services.ci-warm.canonicals.${r}: the recipe name must match [a-z0-9][a-z0-9._-]*, without `..`, at most 64 characters.")
+      (check (!(apps ? ${canonicalApp r}))
+        "services.ci-warm.canonicals.${r}: its canonical deployment is the app `${canonicalApp r}`, which ${appOption cfg (canonicalApp r)} also defines; remove or rename one of them.")
+      (check (canonicalDomain cfg r c != null)
+        "services.ci-warm.canonicals.${r}: needs a domain; set canonicals.${r}.domain, or ciDomain to use ${canonicalApp r}.<ciDomain>.")
+    ])
+    ++ each apps (n: a: [
+      (check (a.domain != null)
+        "${appOption cfg n}.domain must be set (the app's domain, abra's app name).")
+    ])
+    ++ map
+      (s: check false
+        "services.ci-warm: ${concatStringsSep " and " (ownersOf s)} deploy to the same swarm stack `${s}`; set `stack` (or a different domain) on all but one.")
+      sharedStacks
+    ++ concatLists (map
+      (o: concatLists (builtins.genList
+        (i: [
+          (check ((builtins.elemAt o.probes i).url != null)
+            "${o.owner}.probes.${toString i}.url must be set (an http:// or https:// URL).")
+        ])
+        (length o.probes)))
+      probeOwners)
+    ++ [
+      (check (cfg.deployer.kind != "abra" || (cfg.deployer.server != null && cfg.deployer.server != ""))
+        "services.ci-warm.deployer.server must name the abra server when deployer.kind = \"abra\".")
+      (check (cfg.deployer.kind != "abra" || cfg.deployer.abraPackage != null || isAbsolute cfg.deployer.abraExecutable)
+        "services.ci-warm.deployer: the units' PATH has no abra; set deployer.abraPackage (e.g. pkgs.abra) or an absolute deployer.abraExecutable.")
+      (check (cfg.disk.criticalFreePercent <= cfg.disk.warnFreePercent)
+        "services.ci-warm.disk.criticalFreePercent (${toString cfg.disk.criticalFreePercent}) must not exceed disk.warnFreePercent (${toString cfg.disk.warnFreePercent}).")
+      (check (!cfg.sweep.enable || cfg.sweep.coldCommand != [ ])
+        "services.ci-warm.sweep.coldCommand must be set when sweep.enable is true (the cold-test argv template, e.g. [ \"/path/to/cold-test\" \"{recipe}\" \"{version}\" \"{run}\" ]).")
+      (check (cfg.alerts.onAlert == null || cfg.alerts.onAlert != [ ])
+        "services.ci-warm.alerts.onAlert must be null or a non-empty argv list.")
+      (check (cfg.keycloak.adminPasswordFile == null || keycloakUrl cfg != null)
+        "services.ci-warm.keycloak.url must be set when keycloak.adminPasswordFile is (or enable keycloak with a domain, to use https://<domain>).")
+      (check (!cfg.keycloak.reap.enable || cfg.keycloak.adminPasswordFile != null)
+        "services.ci-warm.keycloak.reap.enable needs keycloak.adminPasswordFile (the admin password of the master realm).")
+    ]
+    ++ map
+      (p: check (p.value == null || isAbsolute p.value)
+        "services.ci-warm.${p.opt} must be an absolute path, got \"${toString p.value}\".")
+      absolutePaths
+    ++ map
+      (p: check (p.value == null || !(hiddenFromUnits p.value))
+        "services.ci-warm.${p.opt} is \"${toString p.value}\", under /home, /root or /run/user, which the units cannot see with the stack deployer (ProtectHome=yes); move it, e.g. to /etc/ci-warm or /srv.")
+      readByUnits
+    ++ map
+      (p: check (p.value == null || !(hasPrefix builtins.storeDir p.value))
+        "services.ci-warm.${p.opt} points into the Nix store, where every user can read it; keep secrets outside it (e.g. a path from sops-nix or agenix).")
+      secretFiles
+    ++ each cfg.credentials (n: _: [
+      (check (validName n && n != keycloakCredential)
+        "services.ci-warm.credentials.${n}: a credential name must match [a-z0-9][a-z0-9._-]* and must not be `${keycloakCredential}` (ci-warm's own).")
+    ]);
 
   # Every app the timers reconcile, with its schedule.
   schedules = cfg:
     (mapAttrs (_: a: { inherit (a) onCalendar randomizedDelaySec; }) (allApps cfg))
     // listToAttrs (map (recipe: {
-      name = "warm-${recipe}";
+      name = canonicalApp recipe;
       value = { inherit (cfg.canonicals.${recipe}) onCalendar randomizedDelaySec; };
     }) (attrNames cfg.canonicals));
 
+  # LoadCredential= entries: secrets are read by systemd from their files and appear to the
+  # unit under $CREDENTIALS_DIRECTORY, never in the store, the environment or argv.
   credentials = cfg:
-    if cfg.keycloak.enable && cfg.keycloak.adminPasswordFile != null
-    then [ "keycloak-admin-password:${cfg.keycloak.adminPasswordFile}" ]
-    else [ ];
+    optional (cfg.keycloak.adminPasswordFile != null) "${keycloakCredential}:${cfg.keycloak.adminPasswordFile}"
+    ++ mapAttrsToList (n: f: "${n}:${f}") cfg.credentials;
 
-  # Systemd hardening shared by every ci-warm unit. Docker needs the socket; snapshots and
-  # restores write volume trees with any owner, hence the file capabilities.
+  # Systemd hardening shared by every ci-warm unit. Docker is reached through its socket (a
+  # socket on a read-only mount still accepts connect(), but the path is listed so a stricter
+  # future default cannot break it); restores write volume trees with any owner, mode, device
+  # node and file capability, hence the capabilities, no PrivateDevices and no DevicePolicy.
   hardening = cfg: {
     ProtectSystem = "strict";
-    ReadWritePaths = [ cfg.stateDir "/run/docker.sock" "${cfg.disk.dockerRoot}/volumes" ]
-      ++ (if cfg.deployer.kind == "abra" then [ cfg.deployer.abraDir ] else [ ]);
+    ReadWritePaths =
+      [ cfg.stateDir "-/run/docker.sock" "-${cfg.disk.dockerRoot}/volumes" ]
+      ++ optional (cfg.deployer.kind == "abra") "-${cfg.deployer.abraDir}"
+      ++ optional (cfg.metricsFile != null) "-${dirOf cfg.metricsFile}";
     ProtectHome = if cfg.deployer.kind == "abra" then "read-only" else "yes";
     PrivateTmp = "yes";
     NoNewPrivileges = "yes";
@@ -172,6 +368,7 @@ rec {
     ProtectControlGroups = "yes";
     ProtectClock = "yes";
     ProtectHostname = "yes";
+    ProtectProc = "invisible";
     RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
     RestrictNamespaces = "yes";
     RestrictRealtime = "yes";
@@ -179,57 +376,101 @@ rec {
     LockPersonality = "yes";
     MemoryDenyWriteExecute = "yes";
     SystemCallArchitectures = "native";
+    # A deny list (each entry its own assignment, as NixOS renders lists): what ci-warm, docker,
+    # git and abra never call. An allow list would have to track the snapshot engine's
+    # reflink/copy_file_range/mknod/xattr calls.
+    SystemCallFilter = [ "~@clock" "~@cpu-emulation" "~@debug" "~@module" "~@obsolete" "~@raw-io" "~@reboot" "~@swap" ];
+    SystemCallErrorNumber = "EPERM";
     CapabilityBoundingSet = [
       "CAP_CHOWN" "CAP_DAC_OVERRIDE" "CAP_DAC_READ_SEARCH" "CAP_FOWNER" "CAP_FSETID"
-      "CAP_MKNOD" "CAP_SYS_ADMIN"
+      "CAP_MKNOD" "CAP_SETFCAP" "CAP_SYS_ADMIN"
     ];
     UMask = "0027";
   };
 
-  # name -> { description, after, wants, wantedBy?, serviceConfig } for every service, and
-  # name -> { description, wantedBy, timerConfig } for every timer.
+  # name -> { description, after, wants, requires, wantedBy, environment, serviceConfig } for
+  # every service, and name -> { description, wantedBy, timerConfig } for every timer.
   units = { cfg, exe, configFile, systemctl }:
     let
-      base = {
-        Type = "oneshot";
-        Environment = [ "CI_WARM_CONFIG=${configFile}" "HOME=${cfg.stateDir}" ];
-        LoadCredential = credentials cfg;
-      } // hardening cfg;
-      reconcileService = app: {
-        name = unitName app;
-        value = {
-          description = "ci-warm: reconcile warm app ${app}";
-          after = [ "docker.service" "network-online.target" ];
-          wants = [ "network-online.target" ];
-          requires = [ "docker.service" ];
-          serviceConfig = base // {
-            # 0 ok/no-op/held, 4 rolled back and recovered: both are a finished job; 5 (not
-            # recovered) and others fail the unit so monitoring sees it.
-            ExecStart = "${exe} reconcile --wait ${app}";
-            SuccessExitStatus = [ "4" ];
-          };
-        };
+      environment =
+        { CI_WARM_CONFIG = toString configFile; }
+        // (if cfg.deployer.kind == "abra"
+        # abra keeps its state under $HOME/.abra unless ABRA_DIR says otherwise: set both.
+        then { ABRA_DIR = cfg.deployer.abraDir; HOME = dirOf cfg.deployer.abraDir; }
+        else { HOME = cfg.stateDir; });
+      base = { Type = "oneshot"; LoadCredential = credentials cfg; } // hardening cfg;
+      onDocker = {
+        after = [ "docker.service" "network-online.target" ];
+        wants = [ "network-online.target" ];
+        requires = [ "docker.service" ];
       };
-      reconcileTimer = app: s: {
-        name = unitName app;
-        value = {
-          description = "ci-warm: periodic reconcile of ${app}";
-          wantedBy = [ "timers.target" ];
-          timerConfig = {
-            OnCalendar = s.onCalendar;
-            Persistent = "true";
-            RandomizedDelaySec = s.randomizedDelaySec;
-          };
+      service = description: deps: serviceConfig: deps // { inherit description environment serviceConfig; };
+      timer = description: s: {
+        inherit description;
+        wantedBy = [ "timers.target" ];
+        timerConfig = clean {
+          OnCalendar = s.onCalendar;
+          Persistent = "true";
+          RandomizedDelaySec = s.randomizedDelaySec or null;
         };
       };
       sched = schedules cfg;
       apps = attrNames sched;
+      jobs =
+        optional cfg.sweep.enable {
+          name = "sweep";
+          what = "nightly cold sweep of enrolled recipes";
+          command = "sweep";
+          deps = onDocker;
+          schedule = cfg.sweep;
+          # The cold-test command is the operator's: it may JIT, and may write where the
+          # operator says.
+          extra = {
+            MemoryDenyWriteExecute = "no";
+            ReadWritePaths = (hardening cfg).ReadWritePaths ++ cfg.sweep.readWritePaths;
+          };
+        }
+        ++ optional cfg.disk.check.enable {
+          name = "disk-check";
+          what = "free-space watch of the state dir and Docker's root";
+          command = "disk check";
+          deps = { };
+          schedule = cfg.disk.check;
+          extra = { };
+        }
+        ++ optional cfg.disk.prune.enable {
+          name = "disk-prune";
+          what = "prune stale temporary files, old acknowledged alerts and unconfigured apps' snapshots";
+          command = "disk prune";
+          deps = { };
+          schedule = cfg.disk.prune;
+          extra = { };
+        }
+        ++ optional cfg.keycloak.reap.enable {
+          name = "realm-reap";
+          what = "delete stale per-run keycloak realms";
+          command = "realm reap";
+          deps = { after = [ "network-online.target" ]; wants = [ "network-online.target" ]; };
+          schedule = cfg.keycloak.reap;
+          extra = { };
+        };
     in
     {
-      services = listToAttrs (map reconcileService apps)
-        // {
+      services =
+        listToAttrs (map
+          (app: {
+            name = unitName app;
+            value = service "ci-warm: reconcile warm app ${app}" onDocker (base // {
+              ExecStart = "${exe} reconcile --wait ${app}";
+              # 0 ok/no-op/held and 4 rolled back and recovered are both a finished job; 5 (not
+              # recovered) and the rest fail the unit so monitoring sees it.
+              SuccessExitStatus = [ "4" ];
+            });
+          })
+          apps)
+        // optionalAttrs (apps != [ ]) {
           # Restarted by nixos-rebuild when the config changes (restartTriggers in the module);
-          # it kicks off every reconcile so a config change takes effect at once.
+          # it starts every reconcile, so a config change takes effect at once.
           "ci-warm-apply" = {
             description = "ci-warm: reconcile every app after a configuration change";
             after = [ "docker.service" ];
@@ -241,56 +482,38 @@ rec {
             };
           };
         }
-        // (if cfg.sweep.enable then {
-          "ci-warm-sweep" = {
-            description = "ci-warm: nightly cold sweep of enrolled recipes";
-            after = [ "docker.service" "network-online.target" ];
-            wants = [ "network-online.target" ];
-            requires = [ "docker.service" ];
-            serviceConfig = base // {
-              ExecStart = "${exe} sweep --max-tests ${toString cfg.sweep.maxTests}";
-            };
-          };
-        } else { });
-      timers = mapAttrs (a: s: (reconcileTimer a s).value) (listToAttrs (map (a: { name = unitName a; value = sched.${a}; }) apps))
-        // (if cfg.sweep.enable then {
-          "ci-warm-sweep" = {
-            description = "ci-warm: nightly cold sweep";
-            wantedBy = [ "timers.target" ];
-            timerConfig = { OnCalendar = cfg.sweep.onCalendar; Persistent = "true"; RandomizedDelaySec = "30m"; };
-          };
-        } else { });
+        // listToAttrs (map
+          (j: {
+            name = unitName j.name;
+            value = service "ci-warm: ${j.what}" j.deps (base // { ExecStart = "${exe} ${j.command}"; } // j.extra);
+          })
+          jobs);
+      timers =
+        listToAttrs (map (app: { name = unitName app; value = timer "ci-warm: periodic reconcile of ${app}" sched.${app}; }) apps)
+        // listToAttrs (map (j: { name = unitName j.name; value = timer "ci-warm: ${j.what}" j.schedule; }) jobs);
     };
 
-  # Renders one unit as systemd INI text (used by the checks; NixOS renders its own).
+  # Renders one unit as systemd INI text the way NixOS does (a list is one assignment per
+  # item); used by the checks, NixOS renders its own.
   unitText = kind: u:
     let
-      value = v: if isList v then concatStringsSep " " (map toString v) else if isBool v then (if v then "yes" else "no") else toString v;
+      value = v: if isBool v then (if v then "true" else "false") else toString v;
       lines = section: attrs: [ "[${section}]" ]
-        ++ map (k: "${k}=${value attrs.${k}}") (filter (k: attrs.${k} != [ ] && attrs.${k} != null) (attrNames attrs));
+        ++ concatLists (map
+          (k: map (v: "${k}=${value v}") (if isList attrs.${k} then attrs.${k} else [ attrs.${k} ]))
+          (filter (k: attrs.${k} != null) (attrNames attrs)));
       unitSec = clean {
         Description = u.description;
         After = u.after or null;
         Wants = u.wants or null;
         Requires = u.requires or null;
       };
+      env = u.environment or { };
+      serviceSec = u.serviceConfig // optionalAttrs (env != { }) {
+        Environment = mapAttrsToList (k: v: "\"${k}=${v}\"") env;
+      };
       installSec = if u ? wantedBy then [ "" ] ++ lines "Install" { WantedBy = u.wantedBy; } else [ ];
-      body = if kind == "service" then lines "Service" (multi u.serviceConfig) else lines "Timer" u.timerConfig;
-      # Environment and LoadCredential take one assignment per item.
-      multi = sc: builtins.removeAttrs sc [ "Environment" "LoadCredential" ];
-      extra = if kind == "service"
-        then map (e: "Environment=${e}") (u.serviceConfig.Environment or [ ])
-          ++ map (c: "LoadCredential=${c}") (u.serviceConfig.LoadCredential or [ ])
-        else [ ];
+      body = if kind == "service" then lines "Service" serviceSec else lines "Timer" u.timerConfig;
     in
-    concatStringsSep "\n" (lines "Unit" unitSec ++ [ "" ] ++ body ++ extra ++ installSec) + "\n";
-
-  # Stack names two apps would share, for the module's assertion.
-  duplicateStacks = cfg:
-    let
-      stackOf = name: a: if a.stack != null then a.stack else replaceStrings [ "." ] [ "_" ] a.domain;
-      stacks = map (n: stackOf n (allApps cfg).${n}) (attrNames (allApps cfg));
-      dups = filter (s: builtins.length (filter (x: x == s) stacks) > 1) stacks;
-    in
-    builtins.attrNames (listToAttrs (map (s: { name = s; value = true; }) dups));
+    concatStringsSep "\n" (lines "Unit" unitSec ++ [ "" ] ++ body ++ installSec) + "\n";
 }

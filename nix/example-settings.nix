@@ -1,8 +1,11 @@
-# Example `services.ci-warm` settings, as a host would write them. nix/checks.sh renders them
-# through modules/render.nix and has `ci-warm config check` accept the result.
+# Example `services.ci-warm` settings, as a host would write them (README's host example, with
+# every kind of unit switched on). nix/checks.sh renders them through modules/render.nix, has
+# `ci-warm config check` accept the config and `systemd-analyze verify` the units, and
+# nix/module-check.nix evaluates the module itself on them.
 {
   enable = true;
   ciDomain = "ci.example.org";
+  # The README uses `abraPackage = pkgs.abra;`; without nixpkgs here, an absolute path.
   deployer = { kind = "abra"; abraExecutable = "/run/current-system/sw/bin/abra"; server = "ci.example.org"; };
   traefik = {
     enable = true;
@@ -12,12 +15,11 @@
   keycloak = {
     enable = true;
     domain = "sso.ci.example.org";
-    url = "https://sso.ci.example.org";
     adminPasswordFile = "/run/secrets/keycloak-admin-password";
     healthTimeoutSecs = 600;
+    reap.enable = true;
   };
   apps.demo = {
-    recipe = "demo";
     repo = "/srv/recipes/demo";
     domain = "demo.ci.example.org";
     envFile = "/etc/ci-warm/demo.env";
@@ -30,10 +32,13 @@
     probes = [ { url = "https://warm-nextcloud.ci.example.org/status.php"; bodyContains = "installed"; } ];
   };
   alerts.onAlert = [ "/run/current-system/sw/bin/logger" "-t" "ci-warm-alert" ];
+  credentials.chat-token = "/run/secrets/chat-token";
   metricsFile = "/var/lib/prometheus-node-exporter/ci-warm.prom";
+  disk = { warnFreePercent = 20; criticalFreePercent = 5; prune.enable = true; };
   sweep = {
     enable = true;
     maxTests = 3;
     coldCommand = [ "/run/current-system/sw/bin/ci-cold-test" "--recipe" "{recipe}" "--version" "{version}" "--run" "{run}" ];
+    readWritePaths = [ "/var/lib/ci-runs" ];
   };
 }

@@ -1,4 +1,4 @@
-{ lib, rustPlatform, git, rsync }:
+{ lib, rustPlatform, makeBinaryWrapper, git, rsync }:
 
 rustPlatform.buildRustPackage {
   pname = "ci-warm";
@@ -19,6 +19,13 @@ rustPlatform.buildRustPackage {
   cargoLock.lockFile = ../Cargo.lock;
 
   cargoBuildFlags = [ "-p" "ci-warm" ];
+
+  # Recipes' tags and release notes are read with the git CLI. Appended to PATH, so a host's
+  # own git still wins (the NixOS module puts git on its units' PATH anyway).
+  nativeBuildInputs = [ makeBinaryWrapper ];
+  postInstall = ''
+    wrapProgram $out/bin/ci-warm --suffix PATH : ${lib.makeBinPath [ git ]}
+  '';
 
   nativeCheckInputs = [ git rsync ];
   # The tests that need neither Docker nor root: the reconciler's unit tests (config, gate,

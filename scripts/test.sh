@@ -18,10 +18,8 @@ echo "== tests (unit, integration against the real swarm)"
 export CI_WARM_REQUIRE_DOCKER=1
 cargo test --workspace --locked -- --test-threads=2
 
-if [ -x nix/checks.sh ]; then
-  echo "== nix checks"
-  nix/checks.sh
-fi
+echo "== nix checks"
+bash nix/checks.sh
 
 echo "== leftovers"
 left=$(docker stack ls --format '{{.Name}}' | grep '^ciwt_' || true)

@@ -4,7 +4,17 @@
 rustPlatform.buildRustPackage {
   pname = "ci-warm-demo-fixtures";
   version = "0.1.0";
-  src = lib.cleanSource ../..;
+  src = lib.fileset.toSource {
+    root = ../..;
+    fileset = lib.fileset.unions [
+      ../../Cargo.toml
+      ../../Cargo.lock
+      ../../snapshot
+      ../../reconciler
+      ../../tests
+      ../../examples
+    ];
+  };
   cargoLock.lockFile = ../../Cargo.lock;
   cargoBuildFlags = [ "-p" "ci-warm-demo-app" "-p" "ci-warm-tests" ];
   doCheck = false;
