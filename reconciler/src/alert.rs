@@ -31,7 +31,7 @@ pub enum Kind {
     SnapshotCorrupt,
     /// A run was killed mid-upgrade; the next run rolled back.
     Interrupted,
-    /// A snapshot was refused for lack of space, or `disk check` crossed a threshold.
+    /// `disk check` found a watched filesystem below a free-space threshold (once per crossing).
     DiskLow,
     /// A snapshot could not be taken, so the upgrade was not attempted.
     SnapshotFailed,
@@ -78,6 +78,24 @@ pub struct Alert {
     pub notes: Option<String>,
     /// The error chain, outermost first.
     pub error: Vec<String>,
+    /// For `disk-low`: the filesystem that crossed a threshold; `null` for every other kind.
+    #[serde(default)]
+    pub disk: Option<DiskAlert>,
+}
+
+/// The filesystem facts of a `disk-low` alert.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskAlert {
+    /// `warn` or `critical`.
+    pub level: String,
+    /// The watched paths on this filesystem (state dir, Docker's root).
+    pub paths: Vec<String>,
+    pub free_bytes: u64,
+    pub size_bytes: u64,
+    pub free_percent: f64,
+    /// The threshold that was crossed, in percent free.
+    pub threshold_percent: u8,
 }
 
 /// What a caller fills in; the rest is stamped by [`publish`].
@@ -91,6 +109,7 @@ pub struct NewAlert {
     pub recovered: bool,
     pub notes: Option<String>,
     pub error: Vec<String>,
+    pub disk: Option<DiskAlert>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +173,7 @@ pub fn publish(
             recovered: new.recovered,
             notes: new.notes.clone(),
             error: new.error.clone(),
+            disk: new.disk.clone(),
         };
         let mut bytes =
             serde_json::to_vec_pretty(&alert).map_err(|e| err(std::io::Error::other(e)))?;
@@ -186,25 +206,71 @@ pub fn publish(
     )))
 }
 
+/// How long an `on_alert` hook may run before it is killed: a hung chat post must not hold
+/// the app's lock (and so every later run) forever.
+pub const HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs the configured `on_alert` hook with the alert's path; a failing hook is logged only.
 pub fn run_hook(argv: Option<&[String]>, alert_path: &Path) {
+    run_hook_with_timeout(argv, alert_path, HOOK_TIMEOUT);
+}
+
+/// [`run_hook`] with an explicit time limit; returns whether the hook ran and succeeded.
+pub fn run_hook_with_timeout(
+    argv: Option<&[String]>,
+    alert_path: &Path,
+    timeout: std::time::Duration,
+) -> bool {
     let Some((cmd, args)) = argv.and_then(|a| a.split_first()) else {
-        return;
+        return false;
     };
-    match std::process::Command::new(cmd)
+    // The hook's stdout goes to our stderr: stdout may be carrying `--json` output.
+    let spawned = std::process::Command::new(cmd)
         .args(args)
         .arg(alert_path)
         .stdin(std::process::Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            tracing::warn!(hook = %cmd, alert = %alert_path.display(), "on_alert hook failed: {s}")
-        }
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
         Err(e) => {
-            tracing::warn!(hook = %cmd, alert = %alert_path.display(), "on_alert hook could not run: {e}")
+            tracing::warn!(hook = %cmd, alert = %alert_path.display(), "on_alert hook could not run: {e}");
+            return false;
+        }
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) if s.success() => return true,
+            Ok(Some(s)) => {
+                tracing::warn!(hook = %cmd, alert = %alert_path.display(), "on_alert hook failed: {s}");
+                return false;
+            }
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                tracing::warn!(hook = %cmd, alert = %alert_path.display(), "on_alert hook killed after {timeout:?}");
+                return false;
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => {
+                tracing::warn!(hook = %cmd, alert = %alert_path.display(), "on_alert hook could not be waited for: {e}");
+                return false;
+            }
         }
     }
+}
+
+/// Whether `id` can name an alert file: what `alerts ack` accepts, so an id can never point
+/// outside the alerts directory.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
+        && !id.contains("..")
 }
 
 #[cfg(test)]
@@ -251,5 +317,39 @@ mod tests {
         run_hook(Some(&["/bin/false".to_owned()]), Path::new("/x"));
         run_hook(Some(&["/nonexistent/hook".to_owned()]), Path::new("/x"));
         run_hook(None, Path::new("/x"));
+    }
+
+    #[test]
+    fn hook_gets_the_path_and_a_hung_hook_is_killed() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("got");
+        let argv = vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            format!("printf %s \"$1\" > {}", out.display()),
+            "hook".to_owned(),
+        ];
+        assert!(run_hook_with_timeout(
+            Some(&argv),
+            Path::new("/a/b.json"),
+            HOOK_TIMEOUT
+        ));
+        assert_eq!(fs::read_to_string(&out).unwrap(), "/a/b.json");
+        let started = std::time::Instant::now();
+        let sleeper = vec!["/bin/sleep".to_owned(), "30".to_owned()];
+        assert!(!run_hook_with_timeout(
+            Some(&sleeper),
+            Path::new("5"),
+            std::time::Duration::from_millis(200)
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn ids_cannot_escape_the_directory() {
+        assert!(valid_id("20261122T190512.123456789Z-demo-rolled-back"));
+        for bad in ["", "../x", "a/b", ".tmp-alert.1", "x\0", "a..b"] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
     }
 }

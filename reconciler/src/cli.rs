@@ -13,7 +13,7 @@ use crate::config::DEFAULT_CONFIG_PATH;
     about = "Keeps a CI host's warm Co-op Cloud deployments current without losing their data",
     long_about = None,
     after_help = "Exit codes: 0 ok/no-op, 1 error, 2 usage or config error, 4 rolled back and recovered, \
-                  5 not recovered, 75 busy (another run holds the app's lock)."
+                  5 not recovered, 69 no canonical for `quick` (run cold), 75 busy (another run holds the app's lock)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -47,6 +47,27 @@ pub enum Command {
     Snapshot(SnapshotCmd),
     /// Release a held (or earlier failed) version of an app through the safety gate.
     Approve(ApproveArgs),
+    /// Canonical deployments: list them, promote a cold run into the registry, rewarm one.
+    #[command(subcommand)]
+    Canonical(crate::cmd::canonical::CanonicalCmd),
+    /// The quick lane: upgrade the canonical's known-good data to a ref and run a test command.
+    Quick(crate::cmd::quick::QuickArgs),
+    /// The nightly cold sweep: test enrolled recipes from scratch, promoting green runs.
+    Sweep(crate::cmd::sweep::SweepArgs),
+    /// Alert files: list, acknowledge, or poll them for the CI's builder loop.
+    #[command(subcommand)]
+    Alerts(crate::cmd::alerts::AlertsCmd),
+    /// Per app: versions, health now, holds, last run, snapshot and pending alerts.
+    Status(crate::cmd::status::StatusArgs),
+    /// Free-space watch (`disk-low` alerts) and pruning of what nothing reads any more.
+    #[command(subcommand)]
+    Disk(crate::cmd::disk::DiskCmd),
+    /// The upgrade base of a CI run, and the `previous/` overlay guard.
+    #[command(subcommand)]
+    Base(crate::cmd::base::BaseCmd),
+    /// Per-run Keycloak realms on the warm keycloak: create, delete, reap.
+    #[command(subcommand)]
+    Realm(crate::cmd::realm::RealmCmd),
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +98,10 @@ pub struct ReconcileArgs {
     /// Wait for an app's lock instead of exiting 75 (busy) at once.
     #[arg(long)]
     pub wait: bool,
+    /// Write the Prometheus textfile-collector file here after the run (overrides the
+    /// config's `metrics_file`).
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

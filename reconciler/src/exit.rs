@@ -10,6 +10,9 @@ pub const USAGE: u8 = 2;
 pub const ROLLED_BACK: u8 = 4;
 /// An upgrade failed and the app could not be recovered; a person is needed.
 pub const NOT_RECOVERED: u8 = 5;
+/// `quick` found no canonical to upgrade from (not enrolled, or no known-good yet): run the
+/// cold lane instead (sysexits' EX_UNAVAILABLE).
+pub const NO_CANONICAL: u8 = 69;
 /// Another ci-warm process holds the app's lock (sysexits' EX_TEMPFAIL).
 pub const BUSY: u8 = 75;
 

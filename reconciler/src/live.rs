@@ -30,6 +30,8 @@ pub struct LivePlatform {
     rt: tokio::runtime::Runtime,
     /// Abra's env file location when the config names none.
     default_env_file: Option<PathBuf>,
+    /// The summary of the snapshot this run took, for the metrics file.
+    pub last_snapshot: Option<ci_warm_snapshot::Summary>,
 }
 
 impl LivePlatform {
@@ -72,6 +74,7 @@ impl LivePlatform {
             deployer,
             rt,
             default_env_file,
+            last_snapshot: None,
         })
     }
 
@@ -97,7 +100,8 @@ impl LivePlatform {
         })
     }
 
-    fn checkout_dir(&self) -> PathBuf {
+    /// Where the recipe revision being deployed is checked out.
+    pub fn checkout_dir(&self) -> PathBuf {
         self.app_dir.join("checkout")
     }
 
@@ -226,8 +230,9 @@ impl Platform for LivePlatform {
     fn take_snapshot(&mut self) -> anyhow::Result<()> {
         let volumes = self.volumes()?;
         self.ensure_unused(&volumes)?;
-        snap::take(&self.app_dir, &volumes, self.reserve)
+        let summary = snap::take(&self.app_dir, &volumes, self.reserve)
             .with_context(|| format!("snapshotting the volumes of app {}", self.plan.spec.name))?;
+        self.last_snapshot = Some(summary);
         Ok(())
     }
 

@@ -33,7 +33,8 @@ pub fn take(
             percent: reserve.percent,
         },
     };
-    Ok(snapshot::take(&request)?)
+    let progress = crate::progress::for_stderr("snapshot");
+    Ok(snapshot::take_with_progress(&request, progress.as_ref())?)
 }
 
 /// Verifies the app's snapshot; a missing snapshot is not an error here.
@@ -61,7 +62,8 @@ pub fn restore(app_dir: &Path, volumes: &[(String, PathBuf)]) -> anyhow::Result<
                 dir.display()
             )
         })?;
-        snapshot::restore(&dir, &name, target)
+        let progress = crate::progress::for_stderr(&format!("restore {name}"));
+        snapshot::restore_with_progress(&dir, &name, target, progress.as_ref())
             .with_context(|| format!("restoring volume {name} onto {}", target.display()))?;
     }
     Ok(())

@@ -1,10 +1,18 @@
 //! One file per command group: each turns parsed arguments into calls of the library modules
 //! and prints the result (text, or JSON with `--json`).
 
+pub mod alerts;
 mod approve;
+pub mod base;
+pub mod canonical;
 mod config;
+pub mod disk;
+pub mod quick;
+pub mod realm;
 mod reconcile;
 mod snapshot;
+pub mod status;
+pub mod sweep;
 
 use crate::cli::{Cli, Command};
 
@@ -14,8 +22,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Config(c) => config::run(&global, c),
         Command::Approve(a) => approve::run(&global, a),
+        Command::Canonical(c) => canonical::run(&global, c),
+        Command::Quick(a) => quick::run(&global, a),
+        Command::Sweep(a) => sweep::run(&global, a),
         Command::Reconcile(a) => reconcile::run(&global, a),
         Command::Snapshot(c) => snapshot::run(&global, c),
+        Command::Alerts(c) => alerts::run(&global, c),
+        Command::Status(a) => status::run(&global, a),
+        Command::Disk(c) => disk::run(&global, c),
+        Command::Base(c) => base::run(&global, c),
+        Command::Realm(c) => realm::run(&global, c),
     }
 }
 

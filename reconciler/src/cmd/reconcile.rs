@@ -29,9 +29,11 @@ pub fn run(global: &Global, args: ReconcileArgs) -> anyhow::Result<u8> {
             .collect::<Result<_, _>>()?
     };
     let mut reports = Vec::new();
+    let mut facts = Vec::new();
     for plan in plans {
         let app = plan.spec.name.clone();
-        let report = match reconcile_one(&config, plan, args.wait) {
+        let mut snapshot = None;
+        let report = match reconcile_one(&config, plan, args.wait, &mut snapshot) {
             Ok((outcome, code)) => Report {
                 app,
                 outcome: outcome.0,
@@ -52,8 +54,15 @@ pub fn run(global: &Global, args: ReconcileArgs) -> anyhow::Result<u8> {
         if !global.json {
             println!("{}: {} ({})", report.app, report.detail, report.outcome);
         }
+        facts.push(crate::metrics::RunFact {
+            app: report.app.clone(),
+            outcome: report.outcome.clone(),
+            exit: report.exit,
+            snapshot,
+        });
         reports.push(report);
     }
+    crate::metrics::after_reconcile(&config, args.metrics_file.as_deref(), &facts);
     if global.json {
         super::print_json(&reports)?;
     }
@@ -64,12 +73,20 @@ fn reconcile_one(
     config: &Config,
     plan: AppPlan,
     wait: bool,
+    snapshot: &mut Option<ci_warm_snapshot::Summary>,
 ) -> anyhow::Result<((String, String), u8)> {
+    if plan.canonical_of.is_some() {
+        // A canonical tracks the registry and keeps its known-good honest (canonical.rs).
+        let (name, detail, code) = crate::canonical::reconcile(config, plan, wait, snapshot)?;
+        return Ok(((name, detail), code));
+    }
     let app_dir = config.state_dir.join(&plan.spec.name);
     let _lock = lock::acquire(&app_dir, &plan.spec.name, wait)?;
     let spec = plan.spec.clone();
     let mut platform = LivePlatform::new(config, plan)?;
-    let outcome = Reconciler::new(&spec, &config.state_dir, &mut platform)?.run()?;
+    let outcome = Reconciler::new(&spec, &config.state_dir, &mut platform)?.run();
+    *snapshot = platform.last_snapshot.take();
+    let outcome = outcome?;
     Ok((
         (outcome.name().to_owned(), outcome.to_string()),
         outcome.exit_code(),

@@ -120,7 +120,8 @@ fn dir(global: &Global, cmd: DirCmd) -> anyhow::Result<u8> {
                     percent: 0,
                 },
             };
-            let summary = snapshot::take(&request)
+            let progress = crate::progress::for_stderr("snapshot");
+            let summary = snapshot::take_with_progress(&request, progress.as_ref())
                 .with_context(|| format!("taking a snapshot into {}", dest.display()))?;
             print(
                 global,
@@ -134,9 +135,11 @@ fn dir(global: &Global, cmd: DirCmd) -> anyhow::Result<u8> {
         DirCmd::Verify { dest } => verify_dir(global, &snapshot_of(&dest)),
         DirCmd::Restore { dest, target, name } => {
             let dir = snapshot_of(&dest);
-            let summary = snapshot::restore(&dir, &name, &target).with_context(|| {
-                format!("restoring {} onto {}", dir.display(), target.display())
-            })?;
+            let progress = crate::progress::for_stderr("restore");
+            let summary = snapshot::restore_with_progress(&dir, &name, &target, progress.as_ref())
+                .with_context(|| {
+                    format!("restoring {} onto {}", dir.display(), target.display())
+                })?;
             print(
                 global,
                 &summary,

@@ -1,0 +1,269 @@
+//! `ci-warm base resolve|previous` end to end: the binary against a real git recipe repository,
+//! a real registry.json and a head checkout's compose.yml. The branch logic itself is covered
+//! table-driven in `ci_warm::base`; this checks the thin I/O around it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    origin: PathBuf,
+    config: PathBuf,
+    state: PathBuf,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
+        .args(["-c", "tag.gpgSign=false", "-c", "commit.gpgSign=false"])
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn compose(version: &str) -> String {
+    format!(
+        "services:\n  app:\n    deploy:\n      labels:\n        - \"coop-cloud.${{STACK_NAME}}.version={version}\"\n"
+    )
+}
+
+impl World {
+    fn new() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_owned();
+        let origin = root.join("origin");
+        std::fs::create_dir_all(&origin).unwrap();
+        git(&origin, &["init", "-q", "-b", "main"]);
+        for v in ["1.0.0+1.0", "1.1.0+1.0", "1.2.0+1.1"] {
+            std::fs::write(origin.join("compose.yml"), compose(v)).unwrap();
+            git(&origin, &["add", "-A"]);
+            git(&origin, &["commit", "-q", "-m", v]);
+            git(&origin, &["tag", v]);
+        }
+        // Tags that are not versions, as real recipes have.
+        git(&origin, &["tag", "latest"]);
+        git(&origin, &["tag", "v1.3.0"]);
+        let state = root.join("state");
+        let config = root.join("config.json");
+        std::fs::write(
+            &config,
+            json!({"state_dir": state, "canonicals": {"demo": {"repo": origin, "domain": "warm-demo.ci.example.org"}}})
+                .to_string(),
+        )
+        .unwrap();
+        World {
+            _tmp: tmp,
+            root,
+            origin,
+            config,
+            state,
+        }
+    }
+
+    fn main_tip(&self) -> String {
+        git(&self.origin, &["rev-parse", "main"])
+    }
+
+    /// A head checkout declaring `version`.
+    fn head(&self, version: &str) -> PathBuf {
+        let dir = self.root.join(format!("head-{version}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("compose.yml"), compose(version)).unwrap();
+        dir
+    }
+
+    fn promote(&self, version: &str) {
+        std::fs::create_dir_all(&self.state).unwrap();
+        std::fs::write(
+            self.state.join("registry.json"),
+            json!({"schema": 1, "canonicals": {"demo": {
+                "version": version, "commit": "abc1234", "promoted_at": "2026-11-23T00:00:00Z",
+                "run": "1", "mode": "cold"}}})
+            .to_string(),
+        )
+        .unwrap();
+    }
+
+    fn ci_warm(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ci-warm"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .arg("--cache")
+            .arg(self.root.join("cache"))
+            .env_remove("COMPOSE_FILE")
+            .output()
+            .unwrap()
+    }
+
+    fn resolve(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json", "base", "resolve", "demo"];
+        all.extend_from_slice(args);
+        let out = self.ci_warm(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+const HEAD: &str = "fedcba9876543210fedcba9876543210fedcba98";
+
+#[test]
+fn resolve_against_a_real_recipe() {
+    let w = World::new();
+    let head_dir = w.head("1.3.0+1.1");
+    let hd = head_dir.to_str().unwrap();
+
+    // No canonical yet: the main tip, or skip when the head is the main tip.
+    assert_eq!(
+        w.resolve(&["--head-ref", HEAD, "--head-dir", hd]),
+        json!({"kind": "ref", "value": w.main_tip(), "reason": "no canonical; main branch tip"})
+    );
+    let tip = w.main_tip();
+    assert_eq!(
+        w.resolve(&["--head-ref", &tip[..10], "--head-dir", hd]),
+        json!({"kind": "skip", "value": null, "reason": "head == main tip"})
+    );
+
+    // A canonical whose version differs from the head's compose label.
+    w.promote("1.1.0+1.0");
+    assert_eq!(
+        w.resolve(&["--head-ref", HEAD, "--head-dir", hd]),
+        json!({"kind": "version", "value": "1.1.0+1.0",
+               "reason": "canonical version 1.1.0+1.0 differs from head version 1.3.0+1.1"})
+    );
+
+    // Canonical == head: the newest published tag below it, never the head's own.
+    w.promote("1.2.0+1.1");
+    let v = w.resolve(&["--head-ref", HEAD, "--head-version", "1.2.0+1.1"]);
+    assert_eq!(
+        (&v["kind"], &v["value"]),
+        (&json!("version"), &json!("1.1.0+1.0"))
+    );
+    w.promote("1.0.0+1.0");
+    assert_eq!(
+        w.resolve(&["--head-ref", HEAD, "--head-version", "1.0.0+1.0"]),
+        json!({"kind": "skip", "value": null,
+               "reason": "base == head and no older published predecessor"})
+    );
+
+    // An override wins and needs no fetch: a broken repo URL is never touched.
+    assert_eq!(
+        w.resolve(&[
+            "--head-ref",
+            HEAD,
+            "--override",
+            "1.0.0+1.0",
+            "--repo",
+            "/nonexistent/repo"
+        ]),
+        json!({"kind": "version", "value": "1.0.0+1.0", "reason": "explicit override"})
+    );
+}
+
+#[test]
+fn resolve_errors_are_clear() {
+    let w = World::new();
+    w.promote("1.1.0+1.0");
+    let empty = w.root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = w.ci_warm(&[
+        "base",
+        "resolve",
+        "demo",
+        "--head-ref",
+        HEAD,
+        "--head-dir",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--head-version") && err.contains("compose.yml"),
+        "{err}"
+    );
+
+    let out = w.ci_warm(&["base", "resolve", "demo", "--head-ref", "main"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be a commit id"));
+
+    let out = w.ci_warm(&["base", "resolve", "../demo", "--head-ref", HEAD]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // A fetch that fails is an error, never a silent skip.
+    std::fs::write(w.state.join("registry.json"), "{\"schema\": 1}").unwrap();
+    let out = w.ci_warm(&[
+        "base",
+        "resolve",
+        "demo",
+        "--head-ref",
+        HEAD,
+        "--repo",
+        "/nonexistent/repo",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/repo"));
+}
+
+#[test]
+fn previous_overlay_from_the_cli() {
+    let w = World::new();
+    let recipe = w.root.join("recipe");
+    std::fs::create_dir_all(recipe.join("tests/previous")).unwrap();
+    std::fs::write(
+        recipe.join("tests/previous/compose.previous.yml"),
+        compose("1.1.0+1.0"),
+    )
+    .unwrap();
+    let run = |base: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ci-warm"))
+            .arg("--config")
+            .arg(&w.config)
+            .args(["--json", "base", "previous", "--base", base, "--recipe-dir"])
+            .arg(&recipe)
+            .env("COMPOSE_FILE", "compose.yml:compose.smtp.yml")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let apply = run("1.1.0+1.0");
+    assert_eq!(apply["status"], "apply");
+    assert_eq!(
+        apply["files"],
+        json!(["tests/previous/compose.previous.yml"])
+    );
+    assert_eq!(
+        apply["base_compose_file"],
+        "compose.yml:compose.smtp.yml:tests/previous/compose.previous.yml"
+    );
+    assert_eq!(apply["head_compose_file"], "compose.yml:compose.smtp.yml");
+    let stale = run("1.2.0+1.1");
+    assert_eq!(stale["status"], "stale");
+    assert_eq!(stale["targets"], "1.1.0+1.0");
+    assert_eq!(stale["base_compose_file"], "compose.yml:compose.smtp.yml");
+    std::fs::remove_dir_all(recipe.join("tests/previous")).unwrap();
+    let none = run("1.1.0+1.0");
+    assert_eq!(none["status"], "none");
+    assert_eq!(none["head_compose_file"], "compose.yml:compose.smtp.yml");
+}

@@ -1,0 +1,334 @@
+//! An in-process fake of the parts of Keycloak's REST API that `ci-warm realm` uses. No Keycloak
+//! can run on the test machines (neither its image nor its distribution can be fetched there),
+//! so this stands in for it, following Keycloak's documented contract (Admin REST API, OIDC
+//! token endpoint):
+//!
+//! - `POST /realms/{realm}/protocol/openid-connect/token` (form, `grant_type=password`): 200
+//!   `{access_token, expires_in, refresh_token, token_type: "Bearer", ...}`; a wrong user or
+//!   password is 401 `{"error": "invalid_grant", "error_description": "Invalid user
+//!   credentials"}`, a wrong client or client secret 401 `invalid_client`, a missing grant type
+//!   400 `invalid_request`. It works for every realm, so a test can log in with the credentials
+//!   `realm create` wrote.
+//! - `/admin/...` needs `Authorization: Bearer <token of the master realm>`; a missing, unknown
+//!   or expired token is 401 `{"error": "HTTP 401 Unauthorized"}`.
+//! - `GET /admin/realms`: 200, a list of realm representations (with `attributes`).
+//! - `GET /admin/realms/{realm}`: 200 the representation, 404 `{"error": "Realm not found."}`.
+//! - `POST /admin/realms`: 201 with `Location`, 409 `{"errorMessage": "Conflict detected. See
+//!   logs for details"}` when the realm exists, 400 without a `realm` name.
+//! - `DELETE /admin/realms/{realm}`: 204, 404 when missing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+pub const ADMIN_USER: &str = "admin";
+
+struct Token {
+    realm: String,
+    expires: Instant,
+}
+
+struct Inner {
+    realms: BTreeMap<String, Value>,
+    tokens: HashMap<String, Token>,
+    token_ttl: Duration,
+    next_id: u64,
+    admin_logins: usize,
+    unauthorized_served: usize,
+}
+
+#[derive(Clone)]
+pub struct FakeKeycloak {
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn lock(s: &Shared) -> MutexGuard<'_, Inner> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FakeKeycloak {
+    /// Starts the fake on a free local port with `admin` / `admin_password` in `master`.
+    pub async fn start(admin_password: &str) -> FakeKeycloak {
+        let master = json!({
+            "id": "master",
+            "realm": "master",
+            "enabled": true,
+            "attributes": {"frontendUrl": ""},
+            "clients": [{"clientId": "admin-cli", "publicClient": true, "enabled": true}],
+            "users": [{
+                "username": ADMIN_USER,
+                "enabled": true,
+                "credentials": [{"type": "password", "value": admin_password}],
+            }],
+        });
+        let inner = Arc::new(Mutex::new(Inner {
+            realms: BTreeMap::from([("master".to_owned(), master)]),
+            tokens: HashMap::new(),
+            token_ttl: Duration::from_secs(60),
+            next_id: 0,
+            admin_logins: 0,
+            unauthorized_served: 0,
+        }));
+        let app = Router::new()
+            .route("/realms/{realm}/protocol/openid-connect/token", post(token))
+            .route("/admin/realms", get(list_realms).post(create_realm))
+            .route("/admin/realms/{realm}", get(get_realm).delete(delete_realm))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeKeycloak { url, inner }
+    }
+
+    /// Makes every issued token invalid now, as an expiry or a keycloak restart would.
+    pub fn expire_tokens(&self) {
+        let mut s = lock(&self.inner);
+        let now = Instant::now();
+        for t in s.tokens.values_mut() {
+            t.expires = now;
+        }
+    }
+
+    /// The `expires_in` of tokens issued from now on.
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        lock(&self.inner).token_ttl = ttl;
+    }
+
+    /// Successful logins to the master realm so far.
+    pub fn admin_logins(&self) -> usize {
+        lock(&self.inner).admin_logins
+    }
+
+    /// 401s served on admin endpoints so far.
+    pub fn unauthorized_served(&self) -> usize {
+        lock(&self.inner).unauthorized_served
+    }
+
+    pub fn realm(&self, name: &str) -> Option<Value> {
+        lock(&self.inner).realms.get(name).cloned()
+    }
+
+    pub fn realm_names(&self) -> Vec<String> {
+        lock(&self.inner).realms.keys().cloned().collect()
+    }
+
+    /// Adds a realm directly (as if an operator had made it).
+    pub fn insert_realm(&self, rep: Value) {
+        let name = rep["realm"].as_str().unwrap().to_owned();
+        lock(&self.inner).realms.insert(name, rep);
+    }
+}
+
+fn error(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    error(
+        status,
+        json!({"error": code, "error_description": description}),
+    )
+}
+
+async fn token(
+    State(s): State<Shared>,
+    Path(realm): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let mut s = lock(&s);
+    let Some(rep) = s.realms.get(&realm).cloned() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            json!({"error": "Realm does not exist"}),
+        );
+    };
+    let Some(grant) = form.get("grant_type") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Missing form parameter: grant_type",
+        );
+    };
+    if grant != "password" {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Unsupported grant_type",
+        );
+    }
+    let bad_client = || {
+        oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Invalid client or Invalid client credentials",
+        )
+    };
+    let client_id = form.get("client_id").map(String::as_str).unwrap_or("");
+    let clients = rep["clients"].as_array().cloned().unwrap_or_default();
+    let Some(client) = clients.iter().find(|c| c["clientId"] == client_id) else {
+        return bad_client();
+    };
+    if client["publicClient"] != true
+        && form.get("client_secret").map(String::as_str) != client["secret"].as_str()
+    {
+        return bad_client();
+    }
+    let username = form.get("username").map(String::as_str).unwrap_or("");
+    let password = form.get("password").map(String::as_str).unwrap_or("");
+    let users = rep["users"].as_array().cloned().unwrap_or_default();
+    let ok = users.iter().any(|u| {
+        u["username"] == username
+            && u["credentials"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "password" && c["value"] == password)
+            })
+    });
+    if !ok {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+            "Invalid user credentials",
+        );
+    }
+    s.next_id += 1;
+    let access = format!("fake-token-{}-{}", realm, s.next_id);
+    let ttl = s.token_ttl;
+    s.tokens.insert(
+        access.clone(),
+        Token {
+            realm: realm.clone(),
+            expires: Instant::now() + ttl,
+        },
+    );
+    if realm == "master" {
+        s.admin_logins += 1;
+    }
+    Json(json!({
+        "access_token": access,
+        "expires_in": ttl.as_secs(),
+        "refresh_expires_in": 1800,
+        "refresh_token": format!("fake-refresh-{}", s.next_id),
+        "token_type": "Bearer",
+        "not-before-policy": 0,
+        "session_state": format!("session-{}", s.next_id),
+        "scope": "profile email",
+    }))
+    .into_response()
+}
+
+/// The admin API's bearer check: the 401 to answer, if any.
+fn unauthorized(s: &mut Inner, headers: &HeaderMap) -> Option<Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let valid = token
+        .and_then(|t| s.tokens.get(t))
+        .is_some_and(|t| t.realm == "master" && Instant::now() < t.expires);
+    if valid {
+        return None;
+    }
+    s.unauthorized_served += 1;
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        json!({"error": "HTTP 401 Unauthorized"}),
+    ))
+}
+
+/// What the admin API shows of a realm (never its users' credentials).
+fn public(rep: &Value) -> Value {
+    let mut out = rep.clone();
+    if let Some(o) = out.as_object_mut() {
+        o.remove("users");
+        o.remove("clients");
+    }
+    out
+}
+
+async fn list_realms(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    let mut s = lock(&s);
+    if let Some(r) = unauthorized(&mut s, &headers) {
+        return r;
+    }
+    let list: Vec<Value> = s.realms.values().map(public).collect();
+    Json(list).into_response()
+}
+
+async fn get_realm(
+    State(s): State<Shared>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = lock(&s);
+    if let Some(r) = unauthorized(&mut s, &headers) {
+        return r;
+    }
+    match s.realms.get(&realm) {
+        Some(rep) => Json(public(rep)).into_response(),
+        None => error(StatusCode::NOT_FOUND, json!({"error": "Realm not found."})),
+    }
+}
+
+async fn create_realm(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(mut rep): Json<Value>,
+) -> Response {
+    let mut s = lock(&s);
+    if let Some(r) = unauthorized(&mut s, &headers) {
+        return r;
+    }
+    let Some(name) = rep["realm"].as_str().map(str::to_owned) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"errorMessage": "Realm name cannot be empty"}),
+        );
+    };
+    if s.realms.contains_key(&name) {
+        return error(
+            StatusCode::CONFLICT,
+            json!({"errorMessage": "Conflict detected. See logs for details"}),
+        );
+    }
+    s.next_id += 1;
+    rep["id"] = json!(format!("id-{}", s.next_id));
+    s.realms.insert(name.clone(), rep);
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/admin/realms/{name}"))],
+    )
+        .into_response()
+}
+
+async fn delete_realm(
+    State(s): State<Shared>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = lock(&s);
+    if let Some(r) = unauthorized(&mut s, &headers) {
+        return r;
+    }
+    if realm == "master" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"errorMessage": "Cannot delete the master realm"}),
+        );
+    }
+    match s.realms.remove(&realm) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => error(StatusCode::NOT_FOUND, json!({"error": "Realm not found."})),
+    }
+}

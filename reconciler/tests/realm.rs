@@ -1,0 +1,586 @@
+//! `ci-warm realm` against an in-process fake Keycloak (tests/fake_keycloak): no Keycloak can run
+//! on the test machines, so the fake implements the endpoints used with Keycloak's documented
+//! status codes and JSON shapes. The library is driven directly, and the binary end to end.
+
+mod fake_keycloak;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use ci_warm::realm::{
+    self, Admin, AdminError, CreateRequest, Deleted, MARK_CREATED, MARK_RUN, RealmError,
+};
+use ci_warm::secret::SecretString;
+use fake_keycloak::{ADMIN_USER, FakeKeycloak};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn admin(kc: &FakeKeycloak) -> Admin {
+    Admin::login(&kc.url, ADMIN_USER, SecretString::new(PASSWORD))
+        .await
+        .unwrap()
+}
+
+fn request(prefix: &str, run: &str) -> CreateRequest {
+    CreateRequest {
+        prefix: prefix.into(),
+        run: run.into(),
+        client_id: prefix.into(),
+        username: "ci-test".into(),
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Logs in to the per-run realm with the written credentials, as the app under test would.
+async fn login_with(kc: &FakeKeycloak, creds: &Value) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(format!(
+            "{}/realms/{}/protocol/openid-connect/token",
+            kc.url,
+            creds["realm"].as_str().unwrap()
+        ))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", creds["client_id"].as_str().unwrap()),
+            ("client_secret", creds["client_secret"].as_str().unwrap()),
+            ("username", creds["username"].as_str().unwrap()),
+            ("password", creds["password"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_writes_private_credentials_that_work() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let a = admin(&kc).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("creds.json");
+    let creds = realm::create(&a, &request("demo", "1234"), &out, SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(creds.realm, "demo-1234");
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let file = read_json(&out);
+    assert_eq!(file["schema"], 1);
+    assert_eq!(file["realm"], "demo-1234");
+    assert_eq!(file["issuer"], format!("{}/realms/demo-1234", kc.url));
+    assert_eq!(file["client_id"], "demo");
+    assert_eq!(file["run"], "1234");
+    assert_eq!(file["client_secret"].as_str().unwrap().len(), 64);
+    assert_ne!(file["client_secret"], file["password"]);
+    assert_eq!(login_with(&kc, &file).await, reqwest::StatusCode::OK);
+    let mut wrong = file.clone();
+    wrong["password"] = json!("nope");
+    assert_eq!(
+        login_with(&kc, &wrong).await,
+        reqwest::StatusCode::UNAUTHORIZED
+    );
+
+    let rep = kc.realm("demo-1234").unwrap();
+    assert_eq!(rep["attributes"][MARK_RUN], "1234");
+    assert!(
+        rep["attributes"][MARK_CREATED]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    assert_eq!(rep["clients"][0]["publicClient"], false);
+    // Secrets only in the file, never in the Debug form that could reach a log.
+    let debug = format!("{creds:?}");
+    assert!(
+        !debug.contains(file["password"].as_str().unwrap()),
+        "{debug}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_creates_never_collide() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tasks = Vec::new();
+    for run in 0..8 {
+        let kc = kc.clone();
+        let out = dir.path().join(format!("run-{run}.json"));
+        // Every run is its own process with its own admin session.
+        tasks.push(tokio::spawn(async move {
+            let a = admin(&kc).await;
+            realm::create(
+                &a,
+                &request("demo", &format!("{run}")),
+                &out,
+                SystemTime::now(),
+            )
+            .await
+            .map(|c| (c.realm.clone(), out))
+        }));
+    }
+    let mut realms = BTreeSet::new();
+    let mut secrets = BTreeSet::new();
+    for t in tasks {
+        let (realm, out) = t.await.unwrap().unwrap();
+        let file = read_json(&out);
+        assert_eq!(file["realm"], realm.as_str());
+        assert_eq!(
+            login_with(&kc, &file).await,
+            reqwest::StatusCode::OK,
+            "{realm}"
+        );
+        secrets.insert(file["client_secret"].as_str().unwrap().to_owned());
+        secrets.insert(file["password"].as_str().unwrap().to_owned());
+        realms.insert(realm);
+    }
+    assert_eq!(realms.len(), 8);
+    assert_eq!(secrets.len(), 16, "every secret is fresh");
+    let mut on_server: BTreeSet<String> = kc.realm_names().into_iter().collect();
+    assert!(on_server.remove("master"));
+    assert_eq!(on_server, realms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reused_run_id_is_refused_not_overwritten() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("creds.json");
+    // Two runs racing for the same id: exactly one wins, the other learns why.
+    let (x, y) = tokio::join!(
+        async {
+            let a = admin(&kc).await;
+            realm::create(
+                &a,
+                &request("demo", "7"),
+                &dir.path().join("x.json"),
+                SystemTime::now(),
+            )
+            .await
+        },
+        async {
+            let a = admin(&kc).await;
+            realm::create(
+                &a,
+                &request("demo", "7"),
+                &dir.path().join("y.json"),
+                SystemTime::now(),
+            )
+            .await
+        }
+    );
+    assert_eq!(
+        usize::from(x.is_ok()) + usize::from(y.is_ok()),
+        1,
+        "{x:?} {y:?}"
+    );
+    let loser = if x.is_ok() { y } else { x };
+    let e = loser.unwrap_err();
+    assert!(matches!(e, RealmError::Exists { .. }), "{e}");
+    assert!(e.to_string().contains("demo-7 exists already"), "{e}");
+
+    let a = admin(&kc).await;
+    realm::create(&a, &request("demo", "8"), &out, SystemTime::now())
+        .await
+        .unwrap();
+    let before = std::fs::read(&out).unwrap();
+    let e = realm::create(&a, &request("demo", "8"), &out, SystemTime::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RealmError::Exists { .. }), "{e}");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        before,
+        "credentials untouched"
+    );
+    assert_eq!(
+        login_with(&kc, &read_json(&out)).await,
+        reqwest::StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_is_idempotent_and_refuses_master_and_foreign_realms() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let a = admin(&kc).await;
+    let dir = tempfile::tempdir().unwrap();
+    realm::create(
+        &a,
+        &request("demo", "1"),
+        &dir.path().join("c.json"),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(realm::delete(&a, "demo-1").await.unwrap(), Deleted::Deleted);
+    assert!(kc.realm("demo-1").is_none());
+    assert_eq!(
+        realm::delete(&a, "demo-1").await.unwrap(),
+        Deleted::AlreadyGone
+    );
+
+    let e = realm::delete(&a, "master").await.unwrap_err();
+    assert!(matches!(e, RealmError::Master), "{e}");
+    assert!(kc.realm("master").is_some());
+
+    kc.insert_realm(json!({"realm": "company", "enabled": true, "attributes": {}}));
+    let e = realm::delete(&a, "company").await.unwrap_err();
+    assert!(matches!(e, RealmError::NotPerRun { .. }), "{e}");
+    assert!(kc.realm("company").is_some());
+
+    for bad in ["../master", "a/b", "demo-1/../../x", ""] {
+        let e = realm::delete(&a, bad).await.unwrap_err();
+        assert!(matches!(e, RealmError::Name(_)), "{bad:?}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reap_keeps_live_young_and_foreign_realms() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let a = admin(&kc).await;
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let old = now - Duration::from_secs(8 * 3600);
+    for (run, at) in [("1", old), ("2", old), ("3", now), ("4", now)] {
+        let out = dir.path().join(format!("{run}.json"));
+        realm::create(&a, &request("demo", run), &out, at)
+            .await
+            .unwrap();
+    }
+    kc.insert_realm(json!({"realm": "company", "enabled": true}));
+    let live: BTreeSet<String> = ["2".to_owned(), "4".to_owned()].into();
+    let report = realm::reap(&a, &live, Duration::from_secs(6 * 3600), SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(report.deleted, ["demo-1"]);
+    assert!(report.failed.is_empty());
+    let kept: Vec<(&str, &str)> = report
+        .kept
+        .iter()
+        .map(|k| (k.realm.as_str(), k.why))
+        .collect();
+    assert_eq!(
+        kept,
+        [("demo-2", "live"), ("demo-3", "young"), ("demo-4", "live")]
+    );
+    assert_eq!(report.ignored, ["company", "master"]);
+    assert_eq!(
+        kc.realm_names(),
+        ["company", "demo-2", "demo-3", "demo-4", "master"]
+    );
+
+    // Once the runs are over and the grace has passed, everything per-run goes; nothing else.
+    let later = SystemTime::now() + Duration::from_secs(7 * 3600);
+    let report = realm::reap(&a, &BTreeSet::new(), Duration::from_secs(6 * 3600), later)
+        .await
+        .unwrap();
+    assert_eq!(report.deleted, ["demo-2", "demo-3", "demo-4"]);
+    assert_eq!(kc.realm_names(), ["company", "master"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiry_mid_run_logs_in_again() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let a = admin(&kc).await;
+    assert_eq!(kc.admin_logins(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    realm::create(
+        &a,
+        &request("demo", "1"),
+        &dir.path().join("1.json"),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(kc.admin_logins(), 1, "a valid token is reused");
+
+    // The server drops the token while the client still thinks it valid: one 401, one fresh
+    // login, one retry, and the call succeeds.
+    kc.expire_tokens();
+    realm::create(
+        &a,
+        &request("demo", "2"),
+        &dir.path().join("2.json"),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(kc.admin_logins(), 2);
+    assert_eq!(kc.unauthorized_served(), 1);
+    assert!(kc.realm("demo-2").is_some());
+
+    // A token about to expire is renewed before it is used: no 401 at all.
+    kc.set_token_ttl(Duration::from_secs(3));
+    kc.expire_tokens();
+    let a = admin(&kc).await;
+    let logins = kc.admin_logins();
+    assert_eq!(realm::delete(&a, "demo-2").await.unwrap(), Deleted::Deleted);
+    assert!(kc.admin_logins() > logins);
+    assert_eq!(kc.unauthorized_served(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_a_clear_error() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let e = Admin::login(&kc.url, ADMIN_USER, SecretString::new("hunter2"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AdminError::Login { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("refused the admin login of user \"admin\"")
+            && msg.contains("401")
+            && msg.contains("Invalid user credentials")
+            && msg.contains("admin password file")
+            && msg.contains(&kc.url),
+        "{msg}"
+    );
+    assert!(!msg.contains("hunter2"), "{msg}");
+
+    let e = Admin::login(&kc.url, "nobody", SecretString::new(PASSWORD))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"nobody\"") && e.contains("Invalid user credentials"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_keycloak_is_a_clear_error() {
+    // A port nothing listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let e = Admin::login(&url, ADMIN_USER, SecretString::new(PASSWORD))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AdminError::Unreachable { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&url) && msg.contains("admin login"), "{msg}");
+}
+
+// ---- the binary, end to end ----
+
+struct Cli {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Cli {
+    /// A config whose `keycloak.admin_password` is a file holding `password`.
+    fn with_password_file(kc: &FakeKeycloak, password: &str) -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("admin-password");
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        Cli::write(kc, dir, json!({"file": pw}))
+    }
+
+    /// A config whose `keycloak.admin_password` is the systemd credential `name`.
+    fn with_credential(kc: &FakeKeycloak, name: &str) -> Cli {
+        Cli::write(
+            kc,
+            tempfile::tempdir().unwrap(),
+            json!({"credential": name}),
+        )
+    }
+
+    fn write(kc: &FakeKeycloak, dir: tempfile::TempDir, admin_password: Value) -> Cli {
+        let config = dir.path().join("config.json");
+        let text = json!({
+            "state_dir": dir.path().join("state"),
+            "keycloak": {"url": kc.url, "admin_password": admin_password, "reap_grace_secs": 3600},
+        });
+        std::fs::write(&config, text.to_string()).unwrap();
+        Cli { dir, config }
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ci-warm"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("CREDENTIALS_DIRECTORY");
+        cmd
+    }
+
+    async fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().await.unwrap()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cli_create_delete_reap() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let cli = Cli::with_password_file(&kc, PASSWORD);
+
+    // create: the default output in the working directory, its absolute path on stdout.
+    let out = cli
+        .run(&["realm", "create", "--run", "42", "--prefix", "demo"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let path = text(&out.stdout).trim().to_owned();
+    assert_eq!(
+        Path::new(&path),
+        cli.dir.path().join("demo-42.credentials.json")
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        login_with(&kc, &read_json(Path::new(&path))).await,
+        reqwest::StatusCode::OK
+    );
+    assert!(!text(&out.stderr).contains(PASSWORD));
+
+    // 8 concurrent processes, 8 realms.
+    let runs: Vec<String> = (100..108).map(|n| n.to_string()).collect();
+    let children: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            cli.command(&["--json", "realm", "create", "--run", r, "--prefix", "demo"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut outs = Vec::new();
+    for child in children {
+        outs.push(child.wait_with_output().await.unwrap());
+    }
+    for (run, out) in runs.iter().zip(&outs) {
+        assert!(out.status.success(), "{run}: {}", text(&out.stderr));
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["realm"], format!("demo-{run}"));
+        assert!(
+            j.get("client_secret").is_none() && j.get("password").is_none(),
+            "{j}"
+        );
+        let file = read_json(Path::new(j["path"].as_str().unwrap()));
+        assert_eq!(login_with(&kc, &file).await, reqwest::StatusCode::OK);
+    }
+    assert_eq!(kc.realm_names().len(), 1 + 1 + 8);
+
+    // delete: master refused with a usage error, a run's realm deleted twice without error.
+    let out = cli.run(&["realm", "delete", "--realm", "master"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("master realm"));
+    assert!(kc.realm("master").is_some());
+    let out = cli
+        .run(&["realm", "delete", "--run", "../master", "--prefix", "demo"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    for want in ["deleted", "already-gone"] {
+        let out = cli
+            .run(&[
+                "--json", "realm", "delete", "--run", "42", "--prefix", "demo",
+            ])
+            .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j, json!({"realm": "demo-42", "result": want}));
+    }
+
+    // reap: everything is young under the config's 1h grace; with 0s, all but the live ones go.
+    let out = cli.run(&["--json", "realm", "reap"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["deleted"], json!([]));
+    assert_eq!(j["kept"].as_array().unwrap().len(), 8);
+    let out = cli
+        .run(&[
+            "--json",
+            "realm",
+            "reap",
+            "--older-than",
+            "0s",
+            "--live",
+            "100",
+            "101",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["deleted"].as_array().unwrap().len(), 6, "{j}");
+    assert_eq!(kc.realm_names(), ["demo-100", "demo-101", "master"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reads_systemd_credentials_and_reports_a_wrong_password() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let creds_dir = tempfile::tempdir().unwrap();
+    std::fs::write(creds_dir.path().join("keycloak-admin"), PASSWORD).unwrap();
+    let cli = Cli::with_credential(&kc, "keycloak-admin");
+    let out = cli.run(&["realm", "reap"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("CREDENTIALS_DIRECTORY"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli
+        .command(&["realm", "reap"])
+        .env("CREDENTIALS_DIRECTORY", creds_dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    std::fs::write(creds_dir.path().join("keycloak-admin"), "wrong\n").unwrap();
+    let out = cli
+        .command(&["realm", "create", "--run", "1"])
+        .env("CREDENTIALS_DIRECTORY", creds_dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refused the admin login") && err.contains("Invalid user credentials"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong"), "{err}");
+    assert_eq!(kc.realm_names(), ["master"]);
+
+    let no_kc = tempfile::tempdir().unwrap();
+    let config = no_kc.path().join("config.json");
+    std::fs::write(&config, "{}").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ci-warm"))
+        .arg("--config")
+        .arg(&config)
+        .args(["realm", "reap"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no `keycloak` section"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_credentials_leave_no_realm_behind() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let a = admin(&kc).await;
+    let out = Path::new("/nonexistent-dir/creds.json");
+    let e = realm::create(&a, &request("demo", "9"), out, SystemTime::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RealmError::Credentials { .. }), "{e}");
+    assert!(e.to_string().contains("/nonexistent-dir/creds.json"), "{e}");
+    assert_eq!(kc.realm_names(), ["master"], "nobody could log in to it");
+}
