@@ -2,7 +2,8 @@
 # The README's main-job command: sets up the machine, builds ci-warm and the demo fixtures, and
 # runs the upgrade/rollback demo on the local swarm with the real engine:
 #   bootstrap 1.0.0 -> upgrade to 1.1.0 (data kept) -> broken 1.2.0 rolled back with its data
-#   restored -> 2.0.0 held as a major bump -> 1.3.0 held for its manual migration.
+#   restored -> 2.0.0 held as a major bump -> 1.3.0 held for its manual migration; then
+#   `ci-warm status`, the builder loop's `ci-warm alerts poll` and the metrics textfile.
 # `--keep` leaves the demo app and its state dir in place at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,7 @@ cat > "$work/config.json" <<JSON
   "deployer": { "kind": "stack" },
   "health": { "timeout_secs": 25, "interval_ms": 500 },
   "snapshot": { "reserve_bytes": 0, "reserve_percent": 1 },
+  "metrics_file": "$work/ci-warm.prom",
   "apps": {
     "demo": {
       "recipe": "demo",
@@ -116,12 +118,14 @@ step "5. upstream publishes 1.3.0+1.1.0, whose notes ask for a manual migration:
 reconcile
 show
 
-step "alerts written for the builder loop ($work/state/alerts)"
-for f in "$work"/state/alerts/*.json; do
-  kind=$(sed -n 's/.*"kind": "\(.*\)".*/\1/p' "$f")
-  recovered=$(sed -n 's/.*"recovered": \(.*\),/\1/p' "$f")
-  message=$(sed -n 's/.*"message": "\(.*\)".*/\1/p' "$f")
-  printf '   %-22s recovered=%-5s %s\n' "$kind" "$recovered" "$message"
-done
+step "6. what the operator sees: ci-warm status"
+"$bin/ci-warm" status demo
+
+step "7. what the builder loop gets: ci-warm alerts poll (each alert once, then archived)"
+"$bin/ci-warm" alerts poll
+echo "   a second poll delivers nothing: [$("$bin/ci-warm" alerts poll)]"
+
+step "8. the Prometheus textfile ($work/ci-warm.prom), a few lines"
+grep -E '^ci_warm_(upgrades_total|rollbacks_total|held_versions|last_run_success)' "$work/ci-warm.prom" | head -n 8 | sed 's/^/   /'
 echo
 echo "approve a hold with: ci-warm --config $work/config.json approve demo 2.0.0+2.0.0"

@@ -74,6 +74,43 @@ pub fn write_json<T: serde::Serialize>(
     write(path, &bytes, mode)
 }
 
+/// Why a JSON file written by [`write_json`] could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadJsonError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Reads a JSON file written by [`write_json`]; `Ok(None)` when there is none yet. A file that
+/// does not parse is an error, never treated as missing: callers must not reset what it held.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, ReadJsonError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| ReadJsonError::Corrupt {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ReadJsonError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Makes a rename or unlink in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -107,12 +107,14 @@ pub fn path(state_dir: &Path) -> PathBuf {
 impl Registry {
     /// Loads the registry; a missing file is an empty registry.
     pub fn load(state_dir: &Path) -> Result<Registry, RegistryError> {
-        let path = path(state_dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| RegistryError::Corrupt { path, source }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Registry::default()),
-            Err(source) => Err(RegistryError::Read { path, source }),
+        match atomic::read_json(&path(state_dir)) {
+            Ok(r) => Ok(r.unwrap_or_default()),
+            Err(atomic::ReadJsonError::Read { path, source }) => {
+                Err(RegistryError::Read { path, source })
+            }
+            Err(atomic::ReadJsonError::Corrupt { path, source }) => {
+                Err(RegistryError::Corrupt { path, source })
+            }
         }
     }
 

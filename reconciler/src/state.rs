@@ -102,15 +102,18 @@ pub fn path(app_dir: &Path) -> PathBuf {
 impl AppState {
     /// Loads the app's state; a missing file is a fresh app.
     pub fn load(app_dir: &Path) -> Result<AppState, StateError> {
-        let path = path(app_dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| StateError::Corrupt { path, source }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(AppState {
+        match atomic::read_json(&path(app_dir)) {
+            Ok(Some(state)) => Ok(state),
+            Ok(None) => Ok(AppState {
                 schema: STATE_SCHEMA,
                 ..AppState::default()
             }),
-            Err(source) => Err(StateError::Read { path, source }),
+            Err(atomic::ReadJsonError::Read { path, source }) => {
+                Err(StateError::Read { path, source })
+            }
+            Err(atomic::ReadJsonError::Corrupt { path, source }) => {
+                Err(StateError::Corrupt { path, source })
+            }
         }
     }
 
