@@ -414,6 +414,11 @@ in
         default = d.sweep.maxTests;
         description = "At most this many cold runs per sweep, least recently tested recipes first.";
       };
+      timeoutSecs = mkOption {
+        type = types.ints.unsigned;
+        default = d.sweep.timeoutSecs;
+        description = "A cold run still going after this many seconds is stopped (TERM, then KILL) and recorded as failed, and the sweep goes on; 0 means no limit.";
+      };
       coldCommand = mkOption {
         type = types.listOf types.str;
         default = d.sweep.coldCommand;

@@ -125,6 +125,7 @@ rec {
       onCalendar = "*-*-* 02:00:00";
       randomizedDelaySec = "30m";
       maxTests = 5;
+      timeoutSecs = 14400;
       coldCommand = [ ];
       path = [ ];
       readWritePaths = [ ];
@@ -198,7 +199,7 @@ rec {
     };
     apps = mapAttrs appJSON (allApps cfg);
     canonicals = mapAttrs canonicalJSON cfg.canonicals;
-    sweep = { max_tests = cfg.sweep.maxTests; cold_command = cfg.sweep.coldCommand; };
+    sweep = { max_tests = cfg.sweep.maxTests; timeout_secs = cfg.sweep.timeoutSecs; cold_command = cfg.sweep.coldCommand; };
     keycloak =
       if cfg.keycloak.adminPasswordFile != null then {
         url = keycloakUrl cfg;

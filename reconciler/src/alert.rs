@@ -55,8 +55,9 @@ impl Kind {
     }
 }
 
+// No `deny_unknown_fields`: fields may be added within a schema version (docs/alerts.md), and
+// an alert written by a newer ci-warm (a host rolled back) must still be relayed, not skipped.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Alert {
     pub schema: u32,
     /// The file name without `.json`; what `alerts ack` takes.
@@ -85,7 +86,6 @@ pub struct Alert {
 
 /// The filesystem facts of a `disk-low` alert.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct DiskAlert {
     /// `warn` or `critical`.
     pub level: String,

@@ -40,10 +40,17 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AtomicWriteErro
         std::process::id()
     ));
     let result = (|| {
+        // A leftover of a killed writer with our pid would keep its own mode (and a planted
+        // symlink would be followed): start from nothing and create exclusively.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(err("removing a leftover temporary file")(e));
+            }
+            _ => {}
+        }
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)
             .map_err(err("creating the temporary file"))?;
@@ -137,6 +144,25 @@ mod tests {
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o640
         );
+    }
+
+    #[test]
+    fn a_leftover_temporary_never_lends_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("alert.json");
+        let leftover = d
+            .path()
+            .join(format!("{TMP_PREFIX}alert.json.{}", std::process::id()));
+        fs::write(&leftover, b"old").unwrap();
+        fs::set_permissions(&leftover, fs::Permissions::from_mode(0o666)).unwrap();
+        write(&p, b"new", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!leftover.exists());
     }
 
     #[test]

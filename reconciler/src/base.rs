@@ -310,6 +310,29 @@ mod tests {
                 ..case("only a respelling of the head and junk: skip")
             },
             Case {
+                canonical: Some("1.2.0+v1.1"),
+                tags: &["1.1.0+1.0", "1.2.0+v1.1", "1.2.0+1.1", "1.1.0+v1.0"],
+                want: (
+                    Kind::Version,
+                    Some("1.1.0+v1.0"),
+                    "canonical version equals head version 1.2.0+1.1; newest published version older than it",
+                ),
+                reads_tags: true,
+                ..case("canonical a respelling of the head counts as equal; exact tag returned")
+            },
+            Case {
+                head_version: Some("1.2.0+1.1-rc1"),
+                canonical: Some("1.2.0+1.1-rc1"),
+                tags: &["1.2.0+1.1", "1.2.0+1.0", "1.1.0+9.9"],
+                want: (
+                    Kind::Version,
+                    Some("1.2.0+1.0"),
+                    "canonical version equals head version 1.2.0+1.1-rc1; newest published version older than it",
+                ),
+                reads_tags: true,
+                ..case("the reconciler's order: a pre-release head sorts below its release")
+            },
+            Case {
                 want: (Kind::Ref, Some(MAIN), "no canonical; main branch tip"),
                 reads_main: true,
                 ..case("no canonical: main tip")
@@ -372,6 +395,13 @@ mod tests {
             if let Some(value) = &got.value {
                 if got.kind == Kind::Version {
                     assert_ne!(Some(value.as_str()), c.head_version, "{}", c.name);
+                }
+                // Whatever the spelling, a predecessor is strictly older than the head in the
+                // reconciler's order, is not the same release, and is one of the tags verbatim.
+                if c.reads_tags {
+                    let (got_v, head) = (v(value), v(c.head_version.unwrap()));
+                    assert!(got_v < head && !same_version(&got_v, &head), "{}", c.name);
+                    assert!(c.tags.contains(&value.as_str()), "{}", c.name);
                 }
             }
         }

@@ -72,6 +72,16 @@ pub struct Drift {
     /// The ref a quick run deployed on the volumes.
     pub r#ref: String,
     pub run: Option<String>,
+    /// Whether the run that drifted the volumes finished (passed and undeployed). An
+    /// unfinished drift found under the lock means that run died mid-way, possibly leaving the
+    /// ref deployed: the next reconcile restores the known-good. (Absent in older files: unfinished,
+    /// which only costs one restore.)
+    #[serde(default)]
+    pub finished: bool,
+    /// A failure to restore the known-good was already alerted: later reconciles keep retrying
+    /// the restore but do not repeat the alert.
+    #[serde(default)]
+    pub alerted: bool,
 }
 
 pub fn mark_drift(app_dir: &Path, drift: &Drift) -> anyhow::Result<()> {
@@ -89,6 +99,29 @@ pub fn drift(app_dir: &Path) -> anyhow::Result<Option<Drift>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// Records that a failed restore was alerted, so retries stay quiet until one succeeds.
+pub fn drift_alerted(app_dir: &Path) {
+    let marked = drift(app_dir).and_then(|d| match d {
+        Some(mut d) => {
+            d.alerted = true;
+            mark_drift(app_dir, &d)
+        }
+        None => Ok(()),
+    });
+    if let Err(e) = marked {
+        tracing::warn!(app_dir = %app_dir.display(), "cannot record the alert in the drift marker: {e:#}");
+    }
+}
+
+/// Marks the drift as left by a run that finished (the volumes stay drifted, nothing deployed).
+pub fn finish_drift(app_dir: &Path) -> anyhow::Result<()> {
+    if let Some(mut d) = drift(app_dir)? {
+        d.finished = true;
+        mark_drift(app_dir, &d)?;
+    }
+    Ok(())
 }
 
 pub fn clear_drift(app_dir: &Path) -> anyhow::Result<()> {
@@ -170,6 +203,23 @@ pub fn reconcile(
     let spec = plan.spec.clone();
     let state = AppState::load(&app_dir)?;
     let mut platform = LivePlatform::new(config, plan)?;
+    if let Some(d) = drift(&app_dir)?
+        && !d.finished
+    {
+        if has_known_good(&app_dir) {
+            return Ok(recover_interrupted(
+                config,
+                &recipe,
+                &state,
+                &mut platform,
+                &d,
+            ));
+        }
+        // Only a rewarm of a canonical that never had a known-good gets here: there is nothing
+        // to return to, so the usual reconcile (bootstrap) takes over.
+        tracing::warn!(app = %app, r#ref = %d.r#ref, "an interrupted run left no known-good to restore; reconciling as usual");
+        clear_drift(&app_dir)?;
+    }
     let upgrading = state.intent.is_none()
         && state
             .last_good
@@ -202,6 +252,67 @@ pub fn reconcile(
         outcome.to_string(),
         outcome.exit_code(),
     ))
+}
+
+/// A quick run (or rewarm) died mid-way: the volumes may hold a PR's data and its ref may still
+/// be deployed at the canonical's domain. Put the known-good back, leave it undeployed, and
+/// alert `interrupted` (a failed restore only once: later reconciles retry it quietly).
+fn recover_interrupted(
+    config: &Config,
+    recipe: &str,
+    state: &AppState,
+    platform: &mut LivePlatform,
+    d: &Drift,
+) -> Report {
+    let app = platform.plan.spec.name.clone();
+    let app_dir = platform.app_dir().to_owned();
+    let run = d.run.as_deref().unwrap_or("-");
+    tracing::warn!(app = %app, r#ref = %d.r#ref, run, "an interrupted run left the volumes drifted; restoring the known-good");
+    let restored = restore_known_good(platform).and_then(|()| {
+        let mut s = AppState::load(&app_dir)?;
+        s.deployed = None;
+        s.save(&app_dir)
+            .with_context(|| format!("saving the state of app {app}"))
+    });
+    let what = format!(
+        "a run on {} (run {run}, started {}) did not finish",
+        d.r#ref, d.at
+    );
+    let (message, error) = match &restored {
+        Ok(()) => (
+            format!("{app}: {what}; the known-good is restored and the canonical undeployed"),
+            Vec::new(),
+        ),
+        Err(e) => (
+            format!("{app}: {what}; restoring the known-good FAILED: {e:#}"),
+            vec![format!("{e:#}")],
+        ),
+    };
+    let new = crate::alert::NewAlert {
+        app: app.clone(),
+        recipe: Some(recipe.to_owned()),
+        message: message.clone(),
+        last_good: state.last_good.as_ref().map(ToString::to_string),
+        attempted: Some(d.r#ref.clone()),
+        recovered: restored.is_ok(),
+        error,
+        ..crate::alert::NewAlert::default()
+    };
+    if restored.is_ok() || !d.alerted {
+        match crate::alert::publish(&config.state_dir, crate::alert::Kind::Interrupted, new) {
+            Ok((_, path)) => {
+                crate::alert::run_hook(config.alerts.on_alert.as_deref(), &path);
+                if restored.is_err() {
+                    drift_alerted(&app_dir);
+                }
+            }
+            Err(e) => tracing::error!(app = %app, "cannot write the alert: {e:#}"),
+        }
+    }
+    let outcome = Outcome::Interrupted {
+        recovered: restored.is_ok(),
+    };
+    (outcome.name().to_owned(), message, outcome.exit_code())
 }
 
 /// One line of `canonical list`.
@@ -357,13 +468,25 @@ mod tests {
     fn drift_marker_round_trips_and_clears() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(drift(d.path()).unwrap(), None);
-        let m = Drift {
+        let mut m = Drift {
             at: now(),
             r#ref: "feature".into(),
             run: Some("9".into()),
+            finished: false,
+            alerted: false,
         };
         mark_drift(d.path(), &m).unwrap();
+        assert_eq!(drift(d.path()).unwrap(), Some(m.clone()));
+        finish_drift(d.path()).unwrap();
+        m.finished = true;
         assert_eq!(drift(d.path()).unwrap(), Some(m));
+        // A marker without the field (older files) reads as unfinished: the safe side.
+        std::fs::write(
+            d.path().join(DRIFT_FILE),
+            r#"{"at":"2026-11-23T00:00:00Z","ref":"x","run":null}"#,
+        )
+        .unwrap();
+        assert!(!drift(d.path()).unwrap().unwrap().finished);
         clear_drift(d.path()).unwrap();
         clear_drift(d.path()).unwrap();
         assert_eq!(drift(d.path()).unwrap(), None);

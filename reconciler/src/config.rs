@@ -293,7 +293,7 @@ pub struct Canonical {
     pub health_timeout_secs: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Sweep {
     /// At most this many cold runs per sweep.
@@ -302,10 +302,29 @@ pub struct Sweep {
     /// Cold-test argv template; `{recipe}`, `{version}` and `{run}` are substituted per item.
     #[serde(default)]
     pub cold_command: Vec<String>,
+    /// A cold run still going after this many seconds is stopped and recorded as failed, so
+    /// one hung run cannot stall the sweep; 0 means no limit.
+    #[serde(default = "default_cold_timeout")]
+    pub timeout_secs: u64,
 }
 
 fn default_max_tests() -> u32 {
     5
+}
+
+fn default_cold_timeout() -> u64 {
+    4 * 3600
+}
+
+// By hand, so a config without a `sweep` section gets the same defaults as an empty one.
+impl Default for Sweep {
+    fn default() -> Self {
+        Sweep {
+            max_tests: default_max_tests(),
+            cold_command: Vec::new(),
+            timeout_secs: default_cold_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -471,7 +490,7 @@ impl Config {
 
         for (name, app) in &self.apps {
             let at = |k: &str| format!("apps.{name}.{k}");
-            if let Err(e) = names::check("app", name) {
+            if let Err(e) = names::check_app(name) {
                 out.push(Problem {
                     path: format!("apps.{name}"),
                     message: e.to_string(),

@@ -4,6 +4,7 @@ pub mod alert;
 pub mod atomic;
 pub mod base;
 pub mod canonical;
+pub mod child;
 pub mod cli;
 pub mod cmd;
 pub mod compose_version;

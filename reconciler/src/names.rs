@@ -46,6 +46,33 @@ pub fn check(what: &'static str, name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Names an app may not take: app directories sit beside ci-warm's own files and directories
+/// in the state dir, and `host` is the `app` of host-wide alerts (`disk-low`).
+pub const RESERVED_APP_NAMES: &[&str] = &[
+    "alerts",
+    "results",
+    "host",
+    "registry.json",
+    "registry.lock",
+    "promotions.jsonl",
+    "metrics.lock",
+    "disk.lock",
+    "disk.json",
+];
+
+/// Checks an app name: [`check`], and none of [`RESERVED_APP_NAMES`].
+pub fn check_app(name: &str) -> Result<(), NameError> {
+    check("app", name)?;
+    if RESERVED_APP_NAMES.contains(&name) {
+        return Err(NameError {
+            what: "app",
+            name: name.to_owned(),
+            why: "is reserved for ci-warm's own files in the state dir",
+        });
+    }
+    Ok(())
+}
+
 /// Checks a Docker stack name: swarm accepts `[a-zA-Z0-9][a-zA-Z0-9_-]*`, and abra truncates
 /// to 45 characters; we refuse rather than silently truncate so two apps never collide.
 pub fn check_stack(name: &str) -> Result<(), NameError> {
@@ -111,6 +138,16 @@ pub fn check_domain(domain: &str) -> Result<(), NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_app_names_are_refused() {
+        for n in RESERVED_APP_NAMES {
+            let e = check_app(n).unwrap_err().to_string();
+            assert!(e.contains("reserved"), "{e}");
+        }
+        assert!(check_app("hostname").is_ok());
+        assert!(check_app("../x").is_err());
+    }
 
     #[test]
     fn accepts_ordinary_names() {

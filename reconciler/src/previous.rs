@@ -377,6 +377,23 @@ mod tests {
     }
 
     #[test]
+    fn a_respelled_base_is_the_same_release() {
+        let r = recipe();
+        write(&r.tests.join("previous/compose.previous.yml"), PREV_COMPOSE);
+        let o = guard(&r.tests, &r.root, &v("1.1.0+v1.0"), &list(&["compose.yml"])).unwrap();
+        assert_eq!(o.status, Status::Apply, "{}", o.reason);
+        assert_eq!(o.files, ["tests/previous/compose.previous.yml"]);
+        let o = guard(
+            &r.tests,
+            &r.root,
+            &v("1.1.0+1.0.1"),
+            &list(&["compose.yml"]),
+        )
+        .unwrap();
+        assert_eq!(o.status, Status::Stale, "{}", o.reason);
+    }
+
+    #[test]
     fn none_without_previous_dir() {
         let r = recipe();
         let o = guard(&r.tests, &r.root, &v("1.0.0+1"), &list(&["compose.yml"])).unwrap();

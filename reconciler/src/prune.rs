@@ -5,8 +5,9 @@
 //!
 //! The same [`plan`] serves `--dry-run` and the real run, so a dry run lists exactly what the
 //! real one removes. App directories are only touched under the app's lock (a busy app is
-//! skipped and reported), which makes every `.tmp-*` in them stale by definition; elsewhere a
-//! `.tmp-*` counts as stale after an hour (those are single-file writes lasting milliseconds).
+//! skipped and reported), which makes every `.tmp-*` directory in them (a snapshot in progress)
+//! stale by definition; a `.tmp-*` file, there or elsewhere, counts as stale after an hour
+//! (those are single-file writes lasting milliseconds, not all under the app's lock).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -17,7 +18,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::atomic;
-use crate::config::Config;
+use crate::config::{Config, canonical_app_name};
 use crate::lock::{self, AppLock, LockError};
 use crate::relay;
 use crate::spec;
@@ -107,7 +108,11 @@ pub fn plan(config: &Config) -> anyhow::Result<Plan> {
     let state_dir = &config.state_dir;
     let now = SystemTime::now();
     let plans = spec::plans(config);
-    let configured: BTreeSet<&str> = plans.iter().map(|p| p.spec.name.as_str()).collect();
+    // Straight from the config, not only from the plans: a canonical's snapshot lives under
+    // `warm-<recipe>`, and an app must count as configured even if its plan could not be made.
+    let mut configured: BTreeSet<String> = plans.iter().map(|p| p.spec.name.clone()).collect();
+    configured.extend(config.apps.keys().cloned());
+    configured.extend(config.canonicals.keys().map(|r| canonical_app_name(r)));
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let mut locks = Vec::new();
@@ -137,8 +142,12 @@ pub fn plan(config: &Config) -> anyhow::Result<Plan> {
     }
 
     // App directories: a configured one, or any other that holds app state.
-    let mut apps: Vec<String> = configured.iter().map(|s| (*s).to_owned()).collect();
-    apps.extend(crate::status::unconfigured_app_dirs(state_dir, &plans)?);
+    let mut apps: Vec<String> = configured.iter().cloned().collect();
+    apps.extend(
+        crate::status::unconfigured_app_dirs(state_dir, &plans)?
+            .into_iter()
+            .filter(|a| !configured.contains(a)),
+    );
     for app in apps {
         let app_dir = state_dir.join(&app);
         if !app_dir.is_dir() {
@@ -156,7 +165,13 @@ pub fn plan(config: &Config) -> anyhow::Result<Plan> {
             Err(e) => return Err(e.into()),
         }
         for p in entries(&app_dir)? {
-            if p.file_name().is_some_and(is_tmp) {
+            // Directories (snapshots in progress) are written under the app's lock, which
+            // prune holds; a single file may not be (`counters.json` is written under the
+            // metrics lock), so it gets the grace period.
+            let stale = p.file_name().is_some_and(is_tmp)
+                && (std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
+                    || older_than(&p, TMP_GRACE, now));
+            if stale {
                 add(p, What::StaleTmp);
             }
         }

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::alert::{self, Kind, NewAlert};
 use crate::canonical::{self, Drift};
+use crate::child;
 use crate::config::{self, Config, Deployer as DeployerConfig};
 use crate::deploy::Revision;
 use crate::exit::{self, Exit};
@@ -42,6 +43,8 @@ pub struct Request {
     pub command: Vec<String>,
     /// Wait for the canonical's lock instead of exiting busy.
     pub wait: bool,
+    /// The test command is stopped after this long and the run fails (None: no limit).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What `quick` prints: the recorded result, where it is, and the exit code.
@@ -132,14 +135,20 @@ pub fn quick(config: &Config, req: &Request) -> anyhow::Result<Report> {
 
     let (verdict, failed_step, reason, restored, code) = match outcome {
         Ok(()) => {
-            let undeployed = platform.undeploy();
-            let state_saved = set_deployed(&app_dir, None);
-            match undeployed.and(state_saved) {
+            // Only an undeploy that worked finishes the run; otherwise the drift stays
+            // unfinished and the next reconcile restores the known-good.
+            let finished = platform.undeploy().and_then(|()| {
+                set_deployed(&app_dir, None)?;
+                canonical::finish_drift(&app_dir)
+            });
+            match finished {
                 Ok(()) => (Verdict::Pass, None, None, false, exit::OK),
                 Err(e) => (
                     Verdict::Pass,
                     Some("undeploy".to_owned()),
-                    Some(format!("the test passed, but undeploying failed: {e:#}")),
+                    Some(format!(
+                        "the test passed, but undeploying (or recording that) failed: {e:#}"
+                    )),
                     false,
                     exit::FAILURE,
                 ),
@@ -162,10 +171,13 @@ pub fn quick(config: &Config, req: &Request) -> anyhow::Result<Report> {
                             config,
                             &app,
                             &req.recipe,
-                            &version.to_string(),
+                            (&version.to_string(), &req.r#ref),
                             &reason,
                             &detail,
                         );
+                        // The drift stays unfinished, so reconciles retry the restore; this
+                        // alert stands for the first of those failures.
+                        canonical::drift_alerted(&app_dir);
                         let reason = format!("{reason}; restoring the known-good FAILED: {detail}");
                         (
                             Verdict::Fail,
@@ -250,18 +262,18 @@ impl Run<'_> {
             self.platform.recipe().resolve(rev).map_err(Into::into),
         )?;
         self.commit = Some(commit.clone());
+        // Marked unfinished before anything is touched, so the canonical's next reconcile
+        // restores the known-good if this process dies mid-run (see canonical::reconcile).
+        let drift = Drift {
+            at: canonical::now(),
+            r#ref: self.req.r#ref.clone(),
+            run: self.req.run.clone(),
+            finished: false,
+            alerted: false,
+        };
+        at("restore", canonical::mark_drift(self.app_dir, &drift))?;
         at("restore", canonical::restore_known_good(self.platform))?;
-        at(
-            "restore",
-            canonical::mark_drift(
-                self.app_dir,
-                &Drift {
-                    at: canonical::now(),
-                    r#ref: self.req.r#ref.clone(),
-                    run: self.req.run.clone(),
-                },
-            ),
-        )?;
+        at("restore", canonical::mark_drift(self.app_dir, &drift))?;
         at("deploy-canonical", self.platform.deploy(version))?;
         at(
             "deploy-canonical",
@@ -290,26 +302,36 @@ impl Run<'_> {
         };
         gated("deploy-ref", self.platform.gate(expected))?;
 
-        let status = at("test", self.run_test(&commit, env))?;
-        self.exit_code = status.code();
-        if status.success() {
-            Ok(())
-        } else {
-            Err(("test", format!("the test command exited with {status}")))
+        match at("test", self.run_test(&commit, env))? {
+            child::Finished::Exited(status) => {
+                self.exit_code = status.code();
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(("test", format!("the test command exited with {status}")))
+                }
+            }
+            child::Finished::TimedOut(limit) => Err((
+                "test",
+                format!(
+                    "the test command did not finish within {}s and was stopped",
+                    limit.as_secs()
+                ),
+            )),
         }
     }
 
     /// Runs the test command (argv, no shell) with the deployment's facts in its environment;
     /// its stdout goes to our stderr so `--json` output stays parseable.
-    fn run_test(&self, commit: &str, env: &TestEnv) -> anyhow::Result<std::process::ExitStatus> {
+    fn run_test(&self, commit: &str, env: &TestEnv) -> anyhow::Result<child::Finished> {
         let argv = &self.req.command;
         let stdout = std::io::stderr()
             .as_fd()
             .try_clone_to_owned()
             .context("duplicating stderr for the test command")?;
-        tracing::info!(app = %env.app, command = ?argv, "running the test command");
-        Command::new(&argv[0])
-            .args(&argv[1..])
+        tracing::info!(app = %env.app, command = ?argv, timeout = ?self.req.timeout, "running the test command");
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .env("CI_WARM_MODE", "quick")
@@ -320,9 +342,8 @@ impl Run<'_> {
             .env("CI_WARM_VERSION", &env.version)
             .env("CI_WARM_REF", &self.req.r#ref)
             .env("CI_WARM_COMMIT", commit)
-            .env("CI_WARM_RUN", self.req.run.as_deref().unwrap_or(""))
-            .status()
-            .with_context(|| format!("starting the test command {:?}", argv[0]))
+            .env("CI_WARM_RUN", self.req.run.as_deref().unwrap_or(""));
+        child::run(&mut cmd, self.req.timeout, "the test command")
     }
 }
 
@@ -338,7 +359,7 @@ fn alert_not_restored(
     config: &Config,
     app: &str,
     recipe: &str,
-    version: &str,
+    (version, attempted): (&str, &str),
     reason: &str,
     detail: &str,
 ) {
@@ -354,6 +375,7 @@ fn alert_not_restored(
             "{app}: a quick run failed ({reason}) and restoring the known-good failed: {detail}"
         ),
         last_good: Some(version.to_owned()),
+        attempted: Some(attempted.to_owned()),
         recovered: false,
         error: vec![reason.to_owned(), detail.to_owned()],
         ..NewAlert::default()
@@ -385,6 +407,7 @@ mod tests {
             run: Some("7".into()),
             command: vec!["true".into()],
             wait: false,
+            timeout: None,
         }
     }
 

@@ -169,7 +169,7 @@ pub async fn create(
         Created::Created => {}
         Created::Exists => return Err(RealmError::Exists { realm }),
     }
-    if let Err(source) = atomic::write_json(output, &creds, 0o600) {
+    if let Err(source) = write_private(output, &creds) {
         if let Err(e) = admin.delete_realm(&realm).await {
             tracing::warn!(%realm, "cannot delete the realm after failing to write its credentials: {e}");
         }
@@ -266,6 +266,64 @@ fn random_token() -> Result<SecretString, RealmError> {
     Ok(SecretString::new(
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
     ))
+}
+
+/// Writes `value` as JSON to `path` the way `crate::atomic` does (temporary file, fsync,
+/// rename), except that the temporary file gets an unpredictable name and is created
+/// exclusively: `atomic::write`'s temporary name is predictable, which is fine in ci-warm's own
+/// state dir but not in a CI workspace other users can write to, where it could be raced with a
+/// world-readable file or a symlink. Created with mode 0600, the file is never readable by
+/// anyone else.
+fn write_private<T: Serialize>(path: &Path, value: &T) -> Result<(), atomic::AtomicWriteError> {
+    use std::fs::{OpenOptions, Permissions};
+    use std::io::{self, Write};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    let err = |op: &'static str| {
+        let path = path.to_owned();
+        move |source| atomic::AtomicWriteError { path, op, source }
+    };
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(io::Error::other)
+        .map_err(err("serializing"))?;
+    bytes.push(b'\n');
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))
+        .map_err(err("naming the temporary file"))?;
+    let nonce = random_token()
+        .map_err(|e| io::Error::other(e.to_string()))
+        .map_err(err("naming the temporary file"))?;
+    let tmp = dir.join(format!(
+        "{}{}.{}.{}",
+        atomic::TMP_PREFIX,
+        name.to_string_lossy(),
+        std::process::id(),
+        &nonce.expose()[..16]
+    ));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err("creating the temporary file"))?;
+    let result = (|| {
+        // The umask can only have narrowed 0600; make it exactly 0600 for the owner.
+        f.set_permissions(Permissions::from_mode(0o600))
+            .map_err(err("setting mode 0600"))?;
+        f.write_all(&bytes).map_err(err("writing"))?;
+        f.sync_all().map_err(err("fsyncing the file"))?;
+        std::fs::rename(&tmp, path).map_err(err("renaming into place"))?;
+        atomic::sync_dir(dir).map_err(err("fsyncing the directory"))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Where `create` writes the credentials when not told: `<realm>.credentials.json` in the

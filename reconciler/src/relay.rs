@@ -1,20 +1,28 @@
 //! The alert relay: listing, acknowledging and polling the alert files of
 //! `<state_dir>/alerts/` (written by [`crate::alert::publish`]).
 //!
-//! Acknowledging is one `rename(2)` into `alerts/seen/`. Polling claims an alert with that same
-//! rename *before* delivering it: of two pollers racing over one file exactly one rename
-//! succeeds, the other gets `ENOENT` and moves on, so every alert is delivered once.
+//! Acknowledging is one `rename(2)` into `alerts/seen/`. Polling delivers an alert first and
+//! archives it (that same rename) only after the delivery succeeded, all under one flock
+//! (`alerts/.poll.lock`) so that only one poller delivers at a time: two racing pollers never
+//! both deliver an alert, and a poller killed at any instant loses nothing — at worst the one
+//! alert it was printing is delivered again by the next poll. Claiming by rename *before*
+//! printing would lose that alert instead (it would sit in `seen/`, never printed), and a lost
+//! `rollback-failed` is far worse than a repeated one.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::alert::{self, Alert};
 use crate::atomic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    #[error("cannot {op} {path}: {source}")]
+    #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -25,7 +33,7 @@ pub enum RelayError {
     BadId(String),
     #[error("no alert {id} in {dir}")]
     Unknown { id: String, dir: PathBuf },
-    #[error("delivering alert {id} failed (it was put back for the next poll): {source}")]
+    #[error("delivering alert {id} failed (it stays new for the next poll): {source}")]
     Deliver {
         id: String,
         #[source]
@@ -181,29 +189,65 @@ pub fn ack_all(state_dir: &Path) -> Result<Vec<Acked>, RelayError> {
     Ok(out)
 }
 
-/// Delivers every new alert once, oldest first: each is claimed (moved to `seen/`) and then
-/// handed to `deliver`. Should delivery fail (stdout closed), the alert is moved back so the
-/// next poll delivers it, and the error is returned. Returns how many were delivered.
+/// The lock file that lets one poller at a time deliver; not an alert (no `.json`).
+pub const POLL_LOCK: &str = ".poll.lock";
+
+/// Takes the pollers' lock without waiting; `None` when another poller holds it. A hung
+/// poller (stdout blocked) must not hang every other one, and the holder delivers the alerts
+/// anyway.
+fn try_poll_lock(state_dir: &Path) -> Result<Option<Flock<File>>, RelayError> {
+    let path = alert::alerts_dir(state_dir).join(POLL_LOCK);
+    let file = match OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(&path)
+    {
+        Ok(f) => f,
+        // Created by the other user of a host where ci-warm and the builder loop differ: a
+        // read-only descriptor holds a flock just as well.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            File::open(&path).map_err(io_err("opening the poll lock", &path))?
+        }
+        Err(e) => return Err(io_err("creating the poll lock", &path)(e)),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(io_err("locking", &path)(io::Error::from(errno))),
+    }
+}
+
+/// Delivers every new alert once, oldest first: each is handed to `deliver` and, once that
+/// succeeded, archived (moved to `seen/`). While another poller is delivering this one
+/// delivers nothing (its alerts are in hand). Should delivery fail (stdout closed), the alert
+/// stays new for the next poll and the error is returned. Returns how many were delivered.
 pub fn poll(
     state_dir: &Path,
     mut deliver: impl FnMut(&Found) -> io::Result<()>,
 ) -> Result<usize, RelayError> {
+    let dir = alert::alerts_dir(state_dir);
+    if !dir.is_dir() {
+        return Ok(0);
+    }
+    let Some(_lock) = try_poll_lock(state_dir)? else {
+        tracing::debug!("another poller is delivering the alerts");
+        return Ok(0);
+    };
     let mut n = 0;
     for found in list(state_dir)? {
         let id = found.alert.id.clone();
-        if !claim(state_dir, &id)? {
+        // Acknowledged by hand since it was listed: not new any more.
+        if !found.path.exists() {
             continue;
         }
-        if let Err(source) = deliver(&found) {
-            let back = fs::rename(
-                seen_dir(state_dir).join(format!("{id}.json")),
-                alert::alerts_dir(state_dir).join(format!("{id}.json")),
-            );
-            if let Err(e) = back {
-                tracing::error!(alert = %id, "could not put an undelivered alert back: {e}");
-            }
-            return Err(RelayError::Deliver { id, source });
-        }
+        deliver(&found).map_err(|source| RelayError::Deliver {
+            id: id.clone(),
+            source,
+        })?;
+        // `false`: acknowledged by hand during the delivery; archived either way.
+        claim(state_dir, &id)?;
         n += 1;
     }
     Ok(n)
@@ -280,6 +324,58 @@ mod tests {
         assert_eq!(list(d.path()).unwrap().len(), 1);
         assert_eq!(poll(d.path(), |_| Ok(())).unwrap(), 1);
         assert_eq!(poll(d.path(), |_| Ok(())).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_poller_dying_before_archiving_loses_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, _) = publish(d.path(), Kind::RollbackFailed, new("a")).unwrap();
+        let (b, _) = publish(d.path(), Kind::RolledBack, new("b")).unwrap();
+        // A panic right after the first alert was printed stands for a kill between the print
+        // and the archiving rename.
+        let printed = Mutex::new(Vec::new());
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            poll(d.path(), |f| {
+                printed.lock().unwrap().push(f.alert.id.clone());
+                panic!("killed after printing");
+            })
+        }));
+        assert!(died.is_err());
+        assert_eq!(*printed.lock().unwrap(), vec![a.id.clone()]);
+        // The next poll delivers both: the interrupted one again, none lost.
+        let mut again = Vec::new();
+        assert_eq!(
+            poll(d.path(), |f| {
+                again.push(f.alert.id.clone());
+                Ok(())
+            })
+            .unwrap(),
+            2
+        );
+        assert_eq!(again, vec![a.id, b.id]);
+        assert!(list(d.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_second_poller_delivers_nothing_while_one_is_delivering() {
+        let d = tempfile::tempdir().unwrap();
+        publish(d.path(), Kind::HeldMajor, new("a")).unwrap();
+        let held = try_poll_lock(d.path()).unwrap().expect("free");
+        assert!(try_poll_lock(d.path()).unwrap().is_none());
+        assert_eq!(poll(d.path(), |_| panic!("must not deliver")).unwrap(), 0);
+        drop(held);
+        assert_eq!(poll(d.path(), |_| Ok(())).unwrap(), 1);
+        assert!(
+            list(d.path()).unwrap().is_empty(),
+            "the lock file is not an alert"
+        );
+    }
+
+    #[test]
+    fn polling_without_an_alerts_dir_is_a_no_op() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(poll(d.path(), |_| Ok(())).unwrap(), 0);
+        assert!(!alert::alerts_dir(d.path()).exists());
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub fn rewarm(config: &Config, recipe: &str, wait: bool) -> anyhow::Result<Repor
             at: canonical::now(),
             r#ref: format!("rewarm {version}"),
             run: None,
+            finished: false,
+            alerted: false,
         },
     )?;
     remove_volumes(&stack).with_context(|| format!("removing the volumes of {app}"))?;
@@ -119,6 +121,10 @@ pub fn rewarm(config: &Config, recipe: &str, wait: bool) -> anyhow::Result<Repor
             } else {
                 if let Err(e) = platform.undeploy() {
                     tracing::error!(app = %app, "undeploying the failed rewarm failed: {e:#}");
+                }
+                // Without a known-good there is no drift to undo.
+                if let Err(e) = canonical::clear_drift(&app_dir) {
+                    tracing::warn!(app = %app, "{e:#}");
                 }
                 (
                     false,

@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::child;
 use crate::config::{self, Config};
 use crate::exit::{self, Exit};
 use crate::lock;
@@ -189,7 +190,15 @@ fn run_one(config: &Config, recipe: &str) -> anyhow::Result<Item> {
                     result.failed_step = Some("test".into());
                     result.reason = Some(format!("{e:#}"));
                 }
-                Ok(status) => {
+                Ok(child::Finished::TimedOut(limit)) => {
+                    result.failed_step = Some("test".into());
+                    result.reason = Some(format!(
+                        "the cold command did not finish within {}s (sweep.timeout_secs) and was stopped; see {}",
+                        limit.as_secs(),
+                        log.display()
+                    ));
+                }
+                Ok(child::Finished::Exited(status)) => {
                     result.exit_code = status.code();
                     if status.success() {
                         result.result = Verdict::Pass;
@@ -221,7 +230,7 @@ fn run_command(
     version: &str,
     run: &str,
     log: &std::path::Path,
-) -> anyhow::Result<std::process::ExitStatus> {
+) -> anyhow::Result<child::Finished> {
     let argv = substitute(&config.sweep.cold_command, recipe, version, run);
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -231,17 +240,20 @@ fn run_command(
         .try_clone()
         .with_context(|| format!("opening {} twice", log.display()))?;
     tracing::info!(recipe, command = ?argv, log = %log.display(), "running the cold command");
-    Command::new(&argv[0])
-        .args(&argv[1..])
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .env("CI_WARM_MODE", "cold")
         .env("CI_WARM_RECIPE", recipe)
         .env("CI_WARM_VERSION", version)
-        .env("CI_WARM_RUN", run)
-        .status()
-        .with_context(|| format!("starting the cold command {:?}", argv[0]))
+        .env("CI_WARM_RUN", run);
+    child::run(
+        &mut cmd,
+        child::limit(config.sweep.timeout_secs),
+        "the cold command",
+    )
 }
 
 fn promote_green(config: &Config, recipe: &str, version: &str, commit: &str, run: &str) -> String {

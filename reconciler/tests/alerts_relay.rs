@@ -1,5 +1,6 @@
 //! The alert relay with real processes on a real filesystem: two `ci-warm alerts poll`
-//! processes racing over the same alerts, and alert writers killed with SIGKILL mid-write.
+//! processes racing over the same alerts, a poller killed with SIGKILL mid-delivery, and alert
+//! writers killed with SIGKILL mid-write.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -103,6 +104,191 @@ fn two_poller_processes_deliver_each_of_200_alerts_exactly_once() {
         .unwrap()
         .count();
     assert_eq!(seen, 600);
+}
+
+fn run(cfg: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ci-warm"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn list_and_ack_on_the_command_line() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path());
+    let state_dir = d.path().join("state");
+    let ids: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|app| {
+            let new = NewAlert {
+                app: (*app).into(),
+                message: format!("{app} rolled back"),
+                recovered: true,
+                ..NewAlert::default()
+            };
+            alert::publish(&state_dir, Kind::RolledBack, new)
+                .unwrap()
+                .0
+                .id
+        })
+        .collect();
+    let listed = run(&cfg, &["--json", "alerts", "list"]);
+    assert!(listed.status.success());
+    let listed: Vec<Alert> = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed: Vec<String> = listed.into_iter().map(|a| a.id).collect();
+    assert_eq!(listed, ids, "oldest first");
+
+    // One known id (with its .json), one unknown: the known one is acknowledged, exit 2.
+    let with_json = format!("{}.json", ids[0]);
+    let out = run(
+        &cfg,
+        &[
+            "alerts",
+            "ack",
+            &with_json,
+            "20260101T000000Z-x-rolled-back",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no alert"));
+    assert!(state_dir.join("alerts/seen").join(&with_json).exists());
+    let out = run(&cfg, &["alerts", "ack", "../../etc/passwd"]);
+    assert_eq!(out.status.code(), Some(2), "a path is not an id");
+
+    let out = run(&cfg, &["--json", "alerts", "ack", &ids[0]]);
+    assert!(out.status.success());
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again, serde_json::json!([{"id": ids[0], "moved": false}]));
+
+    let out = run(&cfg, &["--json", "alerts", "ack", "--all"]);
+    assert!(out.status.success());
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        all,
+        serde_json::json!([{"id": ids[1], "moved": true}, {"id": ids[2], "moved": true}])
+    );
+    let out = run(&cfg, &["alerts", "list"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no new alerts\n");
+    assert_eq!(
+        std::fs::read_dir(state_dir.join("alerts/seen"))
+            .unwrap()
+            .count(),
+        3
+    );
+}
+
+fn new_alert_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count()
+}
+
+#[test]
+fn a_poller_killed_mid_delivery_loses_no_alert() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path());
+    let state_dir = d.path().join("state");
+    let alerts_dir = state_dir.join("alerts");
+    let mut all = BTreeSet::new();
+    for i in 0..200 {
+        let (a, _) = alert::publish(
+            &state_dir,
+            Kind::RollbackFailed,
+            NewAlert {
+                app: format!("app{i}"),
+                // 200 of these are more than any pipe buffer holds.
+                message: "y".repeat(8000),
+                ..NewAlert::default()
+            },
+        )
+        .unwrap();
+        all.insert(a.id);
+    }
+    let poll = || {
+        Command::new(env!("CARGO_BIN_EXE_ci-warm"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--json", "alerts", "poll"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Nobody reads this poller's stdout: the pipe fills and it blocks inside a write, in the
+    // middle of delivering one alert. Then it is killed.
+    let mut child = poll();
+    let started = std::time::Instant::now();
+    let mut last = (new_alert_files(&alerts_dir), std::time::Instant::now());
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the poller never blocked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let n = new_alert_files(&alerts_dir);
+        if n != last.0 {
+            last = (n, std::time::Instant::now());
+        } else if n < 200 && last.1.elapsed() > Duration::from_millis(700) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    // Whole lines only: the alert being written when the kill came is cut off.
+    let first: Vec<String> = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| {
+            serde_json::from_str::<Alert>(l)
+                .expect("a whole line is a whole alert")
+                .id
+        })
+        .collect();
+    assert!(
+        !first.is_empty() && first.len() < 200,
+        "killed mid-way: {}",
+        first.len()
+    );
+    eprintln!(
+        "killed after {} whole alerts, {} bytes of the next one",
+        first.len(),
+        text.len() - text.rfind('\n').map_or(0, |i| i + 1)
+    );
+    assert_eq!(
+        new_alert_files(&alerts_dir),
+        200 - first.len(),
+        "only delivered alerts were archived; the one cut off is still new"
+    );
+
+    let out = poll().wait_with_output().unwrap();
+    assert!(out.status.success());
+    let second: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Alert>(l).unwrap().id)
+        .collect();
+    let got: BTreeSet<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(got, all, "no alert lost");
+    assert_eq!(
+        first.len() + second.len(),
+        200,
+        "none delivered twice whole"
+    );
+    assert_eq!(new_alert_files(&alerts_dir), 0);
 }
 
 /// Every `*.json` in the alerts directory must parse whole; returns (alerts, leftovers).

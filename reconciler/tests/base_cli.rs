@@ -156,6 +156,13 @@ fn resolve_against_a_real_recipe() {
         (&v["kind"], &v["value"]),
         (&json!("version"), &json!("1.1.0+1.0"))
     );
+    // `value` is the tag verbatim: the CI checks out `refs/tags/<value>` and gets that version.
+    let tag = v["value"].as_str().unwrap();
+    let at_tag = git(
+        &w.origin,
+        &["show", &format!("refs/tags/{tag}:compose.yml")],
+    );
+    assert!(at_tag.contains(&format!("version={tag}\"")), "{at_tag}");
     w.promote("1.0.0+1.0");
     assert_eq!(
         w.resolve(&["--head-ref", HEAD, "--head-version", "1.0.0+1.0"]),
@@ -175,6 +182,26 @@ fn resolve_against_a_real_recipe() {
         ]),
         json!({"kind": "version", "value": "1.0.0+1.0", "reason": "explicit override"})
     );
+}
+
+#[test]
+fn a_respelled_head_tag_is_never_the_base() {
+    let w = World::new();
+    // The head's release published again under another spelling. `1.2.0+1.1` sorts below
+    // `1.2.0+v1.1` in the reconciler's order, yet upgrading from it would be a no-op.
+    std::fs::write(w.origin.join("compose.yml"), compose("1.2.0+v1.1")).unwrap();
+    git(&w.origin, &["commit", "-q", "-am", "respelled"]);
+    git(&w.origin, &["tag", "1.2.0+v1.1"]);
+    for (canonical, head) in [("1.2.0+v1.1", "1.2.0+v1.1"), ("1.2.0+1.1", "1.2.0+v1.1")] {
+        w.promote(canonical);
+        let v = w.resolve(&["--head-ref", HEAD, "--head-version", head]);
+        assert_eq!(
+            v,
+            json!({"kind": "version", "value": "1.1.0+1.0",
+                   "reason": format!("canonical version equals head version {head}; newest published version older than it")}),
+            "canonical {canonical}, head {head}"
+        );
+    }
 }
 
 #[test]

@@ -202,7 +202,9 @@ fn prune_dry_run_lists_exactly_what_prune_removes() {
     let json = serde_json::json!({
         "state_dir": state_dir,
         "disk": {"prune_seen_alerts_days": 30},
+        "ci_domain": "ci.example.org",
         "apps": {"demo": {"recipe": "demo", "domain": "demo.example.org"}},
+        "canonicals": {"nextcloud": {}},
     });
     std::fs::write(&config, json.to_string()).unwrap();
     let src = d.path().join("src");
@@ -226,6 +228,15 @@ fn prune_dry_run_lists_exactly_what_prune_removes() {
     };
     take("demo"); // configured: its only snapshot is never pruned
     take("gone"); // no longer configured: its snapshot goes
+    take("warm-nextcloud"); // a configured canonical: its known-good is never pruned
+    take("warm-gone"); // the canonical of a recipe no longer enrolled: its snapshot goes
+    // A single-file write into an app dir not under the app's lock (the metrics' run counters):
+    // pruned only once it is old.
+    let fresh_counters_tmp = state_dir.join("demo/.tmp-counters.json.4243");
+    let old_counters_tmp = state_dir.join("demo/.tmp-counters.json.4244");
+    std::fs::write(&fresh_counters_tmp, "{").unwrap();
+    std::fs::write(&old_counters_tmp, "{").unwrap();
+    set_age(&old_counters_tmp, Duration::from_secs(7200));
     let demo_tmp = state_dir.join("demo/.tmp-4242-1");
     std::fs::create_dir_all(demo_tmp.join("volumes")).unwrap();
     let seen = state_dir.join("alerts/seen");
@@ -254,6 +265,11 @@ fn prune_dry_run_lists_exactly_what_prune_removes() {
         (s(&old_seen), "seen-alert".to_owned()),
         (s(&old_top_tmp), "stale-tmp".to_owned()),
         (s(&demo_tmp), "stale-tmp".to_owned()),
+        (s(&old_counters_tmp), "stale-tmp".to_owned()),
+        (
+            s(&state_dir.join("warm-gone/snapshot")),
+            "unconfigured-snapshot".to_owned(),
+        ),
         (
             s(&state_dir.join("gone/snapshot")),
             "unconfigured-snapshot".to_owned(),
@@ -289,7 +305,9 @@ fn prune_dry_run_lists_exactly_what_prune_removes() {
     }
     for kept in [
         state_dir.join("demo/snapshot/manifest.json"),
+        state_dir.join("warm-nextcloud/snapshot/manifest.json"),
         state_dir.join("gone/state.json"),
+        fresh_counters_tmp,
         new_seen,
         fresh_tmp,
     ] {

@@ -121,6 +121,30 @@ fn metrics_file_parses_and_carries_runs_snapshot_holds_and_disk() {
             assert!(matches!(s.value, Value::Counter(_)), "{}", s.metric);
         }
     }
+    // Prometheus naming: snake case, counters and only counters end in `_total`, base units
+    // (seconds, bytes) as the last word, never a scaled unit or a percentage.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line["# TYPE ".len()..].split(' ');
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "{name}"
+        );
+        assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+        for unit in ["seconds", "bytes"] {
+            if name.contains(unit) {
+                let base = name.strip_suffix("_total").unwrap_or(name);
+                assert!(base.ends_with(&format!("_{unit}")), "unit last: {name}");
+            }
+        }
+        for scaled in [
+            "millis", "_ms", "minutes", "hours", "days", "kib", "mib", "gib", "kb", "mb", "gb",
+            "percent", "ratio_",
+        ] {
+            assert!(!name.contains(scaled), "base units only: {name}");
+        }
+    }
     let get = |metric: &str, labels: &[(&str, &str)]| -> Option<f64> {
         scrape
             .samples

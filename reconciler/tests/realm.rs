@@ -58,6 +58,139 @@ async fn login_with(kc: &FakeKeycloak, creds: &Value) -> reqwest::StatusCode {
         .status()
 }
 
+/// The token endpoint's status and JSON body for a password-grant login with `creds`.
+async fn login_answer(kc: &FakeKeycloak, creds: &Value) -> (reqwest::StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/realms/{}/protocol/openid-connect/token",
+            kc.url,
+            creds["realm"].as_str().unwrap()
+        ))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", creds["client_id"].as_str().unwrap()),
+            ("client_secret", creds["client_secret"].as_str().unwrap()),
+            ("username", creds["username"].as_str().unwrap()),
+            ("password", creds["password"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+/// `login_with` proves the credentials `create` writes really log in only if the fake refuses
+/// every login Keycloak would refuse; realms missing one thing that matters must fail here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_refuses_logins_keycloak_would_refuse() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let good = json!({
+        "realm": "r",
+        "enabled": true,
+        "clients": [{"clientId": "c", "enabled": true, "publicClient": false, "secret": "s",
+                     "directAccessGrantsEnabled": true}],
+        "users": [{"username": "u", "enabled": true, "email": "u@r.invalid", "firstName": "U",
+                   "lastName": "U",
+                   "credentials": [{"type": "password", "value": "p", "temporary": false}]}],
+    });
+    let creds = json!({"realm": "r", "client_id": "c", "client_secret": "s", "username": "u",
+                       "password": "p"});
+    kc.insert_realm(good.clone());
+    let (status, body) = login_answer(&kc, &creds).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+
+    fn drop_key(v: &mut Value, at: &str, key: &str) {
+        v.pointer_mut(at)
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .remove(key);
+    }
+    type Break = fn(&mut Value);
+    let cases: [(&str, Break, u16, &str, &str); 9] = [
+        (
+            "realm not enabled",
+            |v| drop_key(v, "", "enabled"),
+            403,
+            "access_denied",
+            "Realm not enabled",
+        ),
+        (
+            "client disabled",
+            |v| v["clients"][0]["enabled"] = json!(false),
+            401,
+            "invalid_client",
+            "Invalid client",
+        ),
+        (
+            "confidential client without a secret",
+            |v| drop_key(v, "/clients/0", "secret"),
+            401,
+            "invalid_client",
+            "Invalid client",
+        ),
+        (
+            "no direct access grants",
+            |v| drop_key(v, "/clients/0", "directAccessGrantsEnabled"),
+            400,
+            "unauthorized_client",
+            "direct access grants",
+        ),
+        (
+            "user not enabled",
+            |v| drop_key(v, "/users/0", "enabled"),
+            400,
+            "invalid_grant",
+            "Account disabled",
+        ),
+        (
+            "temporary password",
+            |v| v["users"][0]["credentials"][0]["temporary"] = json!(true),
+            400,
+            "invalid_grant",
+            "not fully set up",
+        ),
+        (
+            "required action",
+            |v| v["users"][0]["requiredActions"] = json!(["UPDATE_PASSWORD"]),
+            400,
+            "invalid_grant",
+            "not fully set up",
+        ),
+        (
+            "no last name",
+            |v| drop_key(v, "/users/0", "lastName"),
+            400,
+            "invalid_grant",
+            "not fully set up",
+        ),
+        (
+            "wrong password",
+            |v| v["users"][0]["credentials"][0]["value"] = json!("q"),
+            401,
+            "invalid_grant",
+            "Invalid user credentials",
+        ),
+    ];
+    for (name, break_it, status, error, description) in cases {
+        let mut rep = good.clone();
+        break_it(&mut rep);
+        kc.insert_realm(rep);
+        let (got, body) = login_answer(&kc, &creds).await;
+        assert_eq!(got.as_u16(), status, "{name}: {body}");
+        assert_eq!(body["error"], error, "{name}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(description),
+            "{name}: {body}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_writes_private_credentials_that_work() {
     let kc = FakeKeycloak::start(PASSWORD).await;
@@ -102,6 +235,45 @@ async fn create_writes_private_credentials_that_work() {
         !debug.contains(file["password"].as_str().unwrap()),
         "{debug}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_land_in_a_planted_or_leftover_file() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let a = admin(&kc).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("creds.json");
+    // A world-readable file (a crashed writer's leftover, or one planted in a shared workspace)
+    // at the temporary name a predictable writer (`crate::atomic`) would open and reuse.
+    let planted = dir
+        .path()
+        .join(format!(".tmp-creds.json.{}", std::process::id()));
+    std::fs::write(&planted, "").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o644)).unwrap();
+    realm::create(&a, &request("demo", "1"), &out, SystemTime::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        login_with(&kc, &read_json(&out)).await,
+        reqwest::StatusCode::OK
+    );
+    assert_eq!(
+        std::fs::read(&planted).unwrap(),
+        b"",
+        "planted file not reused"
+    );
+    // No temporary file of ours is left behind.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let planted_name = planted.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(names, [planted_name, "creds.json".to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -350,6 +522,52 @@ async fn wrong_password_is_a_clear_error() {
     assert!(
         e.contains("\"nobody\"") && e.contains("Invalid user credentials"),
         "{e}"
+    );
+}
+
+/// A 307/308 on the login would have reqwest resend the form, admin password included, to the
+/// redirect's target; the admin client refuses to follow and names the target instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirected_login_never_resends_the_password() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let elsewhere = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { "thanks for the password" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, elsewhere).await.unwrap() });
+    let to = target.clone();
+    let redirector = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let to = format!("{to}{uri}");
+        async move {
+            (
+                axum::http::StatusCode::PERMANENT_REDIRECT,
+                [(axum::http::header::LOCATION, to)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirector).await.unwrap() });
+
+    let e = Admin::login(&url, ADMIN_USER, SecretString::new(PASSWORD))
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("308") && msg.contains(&target) && msg.contains("does not follow"),
+        "{msg}"
+    );
+    assert!(!msg.contains(PASSWORD), "{msg}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the form went to the redirect target"
     );
 }
 

@@ -340,6 +340,80 @@ async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good() {
     assert_eq!(w.results().len(), 3, "nothing recorded");
     w.assert_restored(&manifest, &registry, "busy");
 
+    // A hung test command is stopped at --timeout and fails the run like any failure.
+    let started = std::time::Instant::now();
+    let mut args = vec!["--json", "quick", "demo", "--ref", "good", "--run", "q5"];
+    args.extend_from_slice(&["--timeout", "2", "--", "sleep", "300"]);
+    let out = w.ci_warm(&args);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(code(&out), 1, "{report}");
+    assert_eq!(report["failed_step"], "test", "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 2s"),
+        "{report}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(200));
+    w.assert_restored(&manifest, &registry, "timed-out test");
+
+    // A quick run killed (-9) while the ref is deployed on the canonical's data: the next
+    // reconcile finds the unfinished drift, restores the known-good, undeploys and alerts.
+    let pid_file = w.st.path().join("test-pid");
+    let script = format!("echo $$ > {}; exec sleep 300", pid_file.display());
+    let mut quick = Command::new(ci_warm_bin())
+        .arg("--config")
+        .arg(&w.config)
+        .args([
+            "quick", "demo", "--ref", "good", "--run", "q6", "--", "sh", "-c",
+        ])
+        .arg(&script)
+        .spawn()
+        .expect("spawning ci-warm quick");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !std::fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    quick.kill().unwrap();
+    quick.wait().unwrap();
+    let test_pid = std::fs::read_to_string(&pid_file).unwrap();
+    let _ = Command::new("kill").args(["-9", test_pid.trim()]).status();
+    assert_ne!(w.services(), "", "the killed run left the ref deployed");
+    let drift: Value = serde_json::from_slice(&read(&w.app_dir().join("drift.json"))).unwrap();
+    assert_eq!(drift["finished"], false, "{drift}");
+    assert_eq!(drift["run"], "q6");
+    let out = w.ci_warm(&["--json", "reconcile", APP]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        code(&out),
+        4,
+        "recovered, like any interrupted run: {report}"
+    );
+    assert_eq!(report[0]["outcome"], "interrupted", "{report}");
+    w.assert_restored(&manifest, &registry, "killed quick");
+    assert_eq!(w.state()["deployed"], Value::Null);
+    let alerts: Vec<Value> = std::fs::read_dir(w.state_dir.join("alerts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| serde_json::from_slice(&read(&p)).unwrap())
+        .collect();
+    let interrupted: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["kind"] == "interrupted")
+        .collect();
+    assert_eq!(interrupted.len(), 1, "{alerts:?}");
+    assert_eq!(interrupted[0]["recovered"], true);
+    assert_eq!(interrupted[0]["attempted"], "good");
+    // The next reconcile has nothing left to recover.
+    assert_eq!(code(&w.ci_warm(&["reconcile", APP])), 0);
+    assert_eq!(w.services(), "");
+
     // Rewarm: fresh volumes at the registry version become the new known-good.
     let out = w.ci_warm(&["canonical", "rewarm", "demo"]);
     assert_eq!(code(&out), 0);
@@ -496,4 +570,56 @@ fn sweep_runs_the_least_recently_tested_and_promotes_green() {
         .map(|i| i["recipe"].as_str().unwrap())
         .collect();
     assert_eq!(ran, ["alpha", "beta"]);
+}
+
+/// A cold run that hangs is stopped at `sweep.timeout_secs`, recorded as failed, and the sweep
+/// goes on to the next recipe (which promotes).
+#[test]
+fn a_hung_cold_run_is_stopped_and_the_sweep_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = DemoRecipe::with_catalogue(&dir.path().join("recipe"), Some(V110)).unwrap();
+    let state_dir = dir.path().join("state");
+    let script = dir.path().join("cold.sh");
+    // `hung` never finishes (and its child would outlive a kill of the shell alone).
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nif [ \"$1\" = hung ]; then sleep 300 & wait; fi\nexit 0\n",
+    )
+    .unwrap();
+    let config = dir.path().join("config.json");
+    let canonical = serde_json::json!({"repo": recipe.url()});
+    let json = serde_json::json!({
+        "state_dir": state_dir,
+        "ci_domain": "ci.example.org",
+        "canonicals": {"hung": canonical, "next": canonical},
+        "sweep": {"cold_command": ["sh", script, "{recipe}"], "timeout_secs": 2},
+    });
+    std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let started = std::time::Instant::now();
+    let out = run(&config, &["--json", "sweep"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(120));
+    assert_eq!(code(&out), 1);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ran = report["ran"].as_array().unwrap();
+    assert_eq!(ran.len(), 2, "{report}");
+    assert_eq!(
+        (ran[0]["recipe"].as_str(), ran[0]["result"].as_str()),
+        (Some("hung"), Some("fail"))
+    );
+    assert_eq!(ran[0]["failed_step"], "test");
+    assert!(
+        ran[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 2s"),
+        "{report}"
+    );
+    assert!(ran[0]["promotion"].is_null());
+    assert_eq!(
+        (ran[1]["recipe"].as_str(), ran[1]["result"].as_str()),
+        (Some("next"), Some("pass"))
+    );
+    let registry: Value = serde_json::from_slice(&read(&state_dir.join("registry.json"))).unwrap();
+    let entries = registry["canonicals"].as_object().unwrap();
+    assert_eq!(entries.keys().collect::<Vec<_>>(), ["next"]);
 }

@@ -19,6 +19,10 @@ pub struct QuickArgs {
     /// Wait for the canonical's lock instead of exiting 75 (busy) at once.
     #[arg(long)]
     pub wait: bool,
+    /// Stop the test command after this many seconds and fail the run (restoring the
+    /// known-good); 0 means no limit.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub timeout: u64,
     /// The test command and its arguments (run directly, never through a shell).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -32,6 +36,7 @@ pub fn run(global: &Global, a: QuickArgs) -> anyhow::Result<u8> {
         run: a.run,
         command: a.command,
         wait: a.wait,
+        timeout: crate::child::limit(a.timeout),
     };
     let report = quick::quick(&config, &req)?;
     if global.json {

@@ -100,6 +100,9 @@ impl Admin {
     /// Logs in at once, so a wrong password is reported before anything else happens.
     pub async fn login(url: &str, user: &str, password: SecretString) -> Result<Admin, AdminError> {
         let http = reqwest::Client::builder()
+            // A 307/308 would make reqwest resend the login form, admin password included, to
+            // wherever the Location points; refuse redirects and say where it pointed instead.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()
@@ -305,6 +308,17 @@ impl Admin {
 /// Keycloak's error text: `error_description`, `errorMessage` or `error` from its JSON body,
 /// else the (shortened) body itself.
 async fn detail(resp: reqwest::Response) -> String {
+    if resp.status().is_redirection() {
+        let to = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nowhere");
+        return format!(
+            "a redirect to {to}, which ci-warm does not follow; set keycloak.url to the URL \
+             keycloak answers on itself"
+        );
+    }
     let text = resp.text().await.unwrap_or_default();
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
         for key in ["error_description", "errorMessage", "error"] {

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::admin::RealmRep;
 use super::{MARK_CREATED, MARK_RUN, MASTER};
+use crate::names;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kept {
@@ -42,8 +43,12 @@ pub fn plan(
         .unwrap_or(0);
     let mut out = ReapPlan::default();
     for r in realms {
+        // A name ci-warm could not have created (`x/../master`, `a%2Fb`) would not name one
+        // realm once pasted into the admin URL, so it is never deleted whatever its marks.
         let run = match r.attribute(MARK_RUN) {
-            Some(run) if r.realm != MASTER => run.to_owned(),
+            Some(run) if r.realm != MASTER && names::check("realm", &r.realm).is_ok() => {
+                run.to_owned()
+            }
             _ => {
                 out.ignored.push(r.realm.clone());
                 continue;
@@ -102,6 +107,8 @@ mod tests {
             rep("demo-5", &[(MARK_RUN, "5"), (MARK_CREATED, "yesterday")]),
             rep("demo-6", &[(MARK_RUN, "6"), (MARK_CREATED, "200000")]),
             rep("other-7", &[(MARK_RUN, "7"), (MARK_CREATED, "96400")]),
+            rep("x/../master", &[(MARK_RUN, "8"), (MARK_CREATED, old)]),
+            rep("Demo 9", &[(MARK_RUN, "9"), (MARK_CREATED, old)]),
         ];
         let live: BTreeSet<String> = ["2".to_string()].into();
         let p = plan(&realms, &live, Duration::from_secs(3600), now);
@@ -117,7 +124,10 @@ mod tests {
                 ("demo-6", "young"),
             ]
         );
-        assert_eq!(p.ignored, ["master", "company-sso"]);
+        assert_eq!(
+            p.ignored,
+            ["master", "company-sso", "x/../master", "Demo 9"]
+        );
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //!   password is 401 `{"error": "invalid_grant", "error_description": "Invalid user
 //!   credentials"}`, a wrong client or client secret 401 `invalid_client`, a missing grant type
 //!   400 `invalid_request`. It works for every realm, so a test can log in with the credentials
-//!   `realm create` wrote.
+//!   `realm create` wrote, and it is as strict as Keycloak about what such a login needs: an
+//!   enabled realm (else 403 `access_denied`), an enabled client with `directAccessGrantsEnabled`
+//!   (else 400 `unauthorized_client`) whose secret was set and is given, an enabled user (else
+//!   400 `invalid_grant` "Account disabled") with no temporary password, no required action and
+//!   (outside master) email, first and last name (else 400 `invalid_grant` "Account is not fully
+//!   set up").
 //! - `/admin/...` needs `Authorization: Bearer <token of the master realm>`; a missing, unknown
 //!   or expired token is 401 `{"error": "HTTP 401 Unauthorized"}`.
 //! - `GET /admin/realms`: 200, a list of realm representations (with `attributes`).
@@ -36,6 +41,8 @@ struct Token {
 }
 
 struct Inner {
+    /// Where the fake listens; Keycloak's `Location` headers are absolute URLs.
+    url: String,
     realms: BTreeMap<String, Value>,
     tokens: HashMap<String, Token>,
     token_ttl: Duration,
@@ -64,14 +71,22 @@ impl FakeKeycloak {
             "realm": "master",
             "enabled": true,
             "attributes": {"frontendUrl": ""},
-            "clients": [{"clientId": "admin-cli", "publicClient": true, "enabled": true}],
+            "clients": [{
+                "clientId": "admin-cli",
+                "publicClient": true,
+                "enabled": true,
+                "directAccessGrantsEnabled": true,
+            }],
             "users": [{
                 "username": ADMIN_USER,
                 "enabled": true,
                 "credentials": [{"type": "password", "value": admin_password}],
             }],
         });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
         let inner = Arc::new(Mutex::new(Inner {
+            url: url.clone(),
             realms: BTreeMap::from([("master".to_owned(), master)]),
             tokens: HashMap::new(),
             token_ttl: Duration::from_secs(60),
@@ -84,8 +99,6 @@ impl FakeKeycloak {
             .route("/admin/realms", get(list_realms).post(create_realm))
             .route("/admin/realms/{realm}", get(get_realm).delete(delete_realm))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
@@ -154,6 +167,10 @@ async fn token(
             json!({"error": "Realm does not exist"}),
         );
     };
+    if rep["enabled"] != true {
+        // Keycloak imports a realm without `enabled` as disabled.
+        return oauth_error(StatusCode::FORBIDDEN, "access_denied", "Realm not enabled");
+    }
     let Some(grant) = form.get("grant_type") else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -180,26 +197,66 @@ async fn token(
     let Some(client) = clients.iter().find(|c| c["clientId"] == client_id) else {
         return bad_client();
     };
-    if client["publicClient"] != true
-        && form.get("client_secret").map(String::as_str) != client["secret"].as_str()
-    {
+    if client["enabled"] != true {
         return bad_client();
+    }
+    // A confidential client needs its secret; one created without a secret has one only
+    // Keycloak knows, so no caller can present it.
+    if client["publicClient"] != true {
+        let given = form.get("client_secret").map(String::as_str);
+        match client["secret"].as_str() {
+            Some(secret) if given == Some(secret) => {}
+            _ => return bad_client(),
+        }
+    }
+    // The password grant is off unless the client turns it on (the admin console's default is
+    // not the API's).
+    if client["directAccessGrantsEnabled"] != true {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "Client not allowed for direct access grants",
+        );
     }
     let username = form.get("username").map(String::as_str).unwrap_or("");
     let password = form.get("password").map(String::as_str).unwrap_or("");
     let users = rep["users"].as_array().cloned().unwrap_or_default();
-    let ok = users.iter().any(|u| {
+    let user = users.iter().find(|u| {
         u["username"] == username
             && u["credentials"].as_array().is_some_and(|cs| {
                 cs.iter()
                     .any(|c| c["type"] == "password" && c["value"] == password)
             })
     });
-    if !ok {
+    let Some(user) = user else {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_grant",
             "Invalid user credentials",
+        );
+    };
+    // Keycloak imports a user without `enabled` as disabled.
+    if user["enabled"] != true {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Account disabled");
+    }
+    // A temporary password or any required action blocks the password grant; so, on realms
+    // created since Keycloak 24 (verify-profile on), does a user missing an attribute of the
+    // default user profile. master's bootstrap admin logs in without them.
+    let temporary = user["credentials"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["temporary"] == true));
+    let actions = user["requiredActions"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty());
+    let incomplete = realm != "master"
+        && ["email", "firstName", "lastName"]
+            .iter()
+            .any(|k| user[*k].as_str().is_none_or(str::is_empty));
+    if temporary || actions || incomplete {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Account is not fully set up",
         );
     }
     s.next_id += 1;
@@ -290,7 +347,11 @@ async fn create_realm(
     if let Some(r) = unauthorized(&mut s, &headers) {
         return r;
     }
-    let Some(name) = rep["realm"].as_str().map(str::to_owned) else {
+    let Some(name) = rep["realm"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+    else {
         return error(
             StatusCode::BAD_REQUEST,
             json!({"errorMessage": "Realm name cannot be empty"}),
@@ -307,7 +368,7 @@ async fn create_realm(
     s.realms.insert(name.clone(), rep);
     (
         StatusCode::CREATED,
-        [(header::LOCATION, format!("/admin/realms/{name}"))],
+        [(header::LOCATION, format!("{}/admin/realms/{name}", s.url))],
     )
         .into_response()
 }
