@@ -45,3 +45,21 @@ pub fn ci_warm_bin() -> std::path::PathBuf {
         Err(e) => panic!("building ci-warm: {e}"),
     }
 }
+
+/// Runs `ci-warm --config CONFIG ARGS...` and echoes its exit code and output on stderr, which
+/// the test runner shows when a test fails.
+pub fn run_ci_warm(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(ci_warm_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running ci-warm {args:?}: {e}"));
+    eprintln!(
+        "ci-warm {args:?} -> {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

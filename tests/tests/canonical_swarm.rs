@@ -20,19 +20,7 @@ const V120: &str = "1.2.0+1.0.0";
 const APP: &str = "warm-demo";
 
 fn run(config: &Path, args: &[&str]) -> Output {
-    let out = Command::new(ci_warm_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("running ci-warm");
-    eprintln!(
-        "ci-warm {args:?} -> {:?}\n{}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    ci_warm_tests::run_ci_warm(config, args)
 }
 
 fn code(out: &Output) -> i32 {

@@ -60,14 +60,7 @@ impl World {
     }
 
     fn ci_warm(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("running ci-warm");
-        eprintln!(
-            "ci-warm {args:?} -> {:?}\n{}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        ci_warm_tests::run_ci_warm(&self.config, args)
     }
 
     fn reconcile(&self) -> i32 {

@@ -4,14 +4,14 @@
 //! alert over once.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 use ci_warm_tests::docker::require_docker;
+use ci_warm_tests::images;
 use ci_warm_tests::recipe::{DemoRecipe, release};
 use ci_warm_tests::stack::TestStack;
-use ci_warm_tests::{ci_warm_bin, images};
 
 const V100: &str = "1.0.0+1.0.0";
 const V110: &str = "1.1.0+1.0.0";
@@ -29,19 +29,7 @@ struct World {
 
 impl World {
     fn ci_warm(&self, args: &[&str]) -> Output {
-        let out = Command::new(ci_warm_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("running ci-warm");
-        eprintln!(
-            "ci-warm {args:?} -> {:?}\n{}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        ci_warm_tests::run_ci_warm(&self.config, args)
     }
 
     fn reconcile(&self) -> Output {

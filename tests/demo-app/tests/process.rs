@@ -9,11 +9,21 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_demo-app");
 
+/// A free port no other test of this process was given: the tests run in parallel, and the
+/// kernel may hand out a just-released port again, which put two apps on one port.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -49,9 +59,14 @@ impl App {
         Some((status, r.split_once("\r\n\r\n")?.1.to_owned()))
     }
 
-    fn wait_up(&self) {
+    fn wait_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.get("/version").is_none() {
+            // An app that could not bind its port must not pass for one that answers there.
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "demo-app exited before it listened"
+            );
             assert!(Instant::now() < deadline, "demo-app did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -90,7 +105,7 @@ impl App {
 #[test]
 fn ok_mode_serves_marker_and_version_and_exits_on_sigterm() {
     let data = scratch("ok");
-    let app = App::start("ok", &data);
+    let mut app = App::start("ok", &data);
     app.wait_up();
     assert_eq!(app.get("/health"), Some((200, "ok\n".into())));
     assert_eq!(app.get("/version"), Some((200, "9.9.9\n".into())));
@@ -112,7 +127,7 @@ fn never_healthy_mode_answers_503_and_clobbers_the_data() {
     let data = scratch("never");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("marker"), "created by 1.0.0\n").unwrap();
-    let app = App::start("never-healthy", &data);
+    let mut app = App::start("never-healthy", &data);
     app.wait_up();
     assert_eq!(app.get("/health").map(|r| r.0), Some(503));
     assert!(!app.healthcheck());
@@ -126,7 +141,7 @@ fn never_healthy_mode_answers_503_and_clobbers_the_data() {
 #[test]
 fn slow_mode_becomes_healthy_later() {
     let data = scratch("slow");
-    let app = App::start("slow:1", &data);
+    let mut app = App::start("slow:1", &data);
     app.wait_up();
     assert_eq!(app.get("/health").map(|r| r.0), Some(503));
     std::thread::sleep(Duration::from_millis(1100));
