@@ -107,7 +107,7 @@ impl TestStack {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))
             .with_context(|| format!("connecting to 127.0.0.1:{}", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
         let mut r = String::new();
         s.read_to_string(&mut r)?;
         let status = r

@@ -111,9 +111,17 @@ fn prepare_data(dir: &Path, mode: &Mode, version: &str) -> std::io::Result<()> {
 }
 
 fn respond(mut stream: TcpStream, healthy: bool, data: &Path) {
+    // Read the whole request head: a client may send it in several writes, and closing with
+    // unread request bytes makes the kernel reset the connection, losing our response.
     let mut buf = [0u8; 4096];
+    let mut n = 0;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let n = stream.read(&mut buf).unwrap_or(0);
+    while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
     let request = String::from_utf8_lossy(&buf[..n]);
     let path = request.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = match path {

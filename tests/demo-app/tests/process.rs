@@ -52,7 +52,8 @@ impl App {
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .ok()?;
         let mut r = String::new();
         s.read_to_string(&mut r).ok()?;
         let status = r.split_whitespace().nth(1)?.parse().ok()?;
