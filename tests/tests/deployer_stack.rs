@@ -127,7 +127,31 @@ async fn deploy_healthy_then_undeploy_waits_until_no_container_holds_the_volume(
         "the app and the job hold the volume while deployed"
     );
 
+    // The engine's `stack rm` fails when a task still holds the stack's network as it stops (seen
+    // on a loaded host): the services are gone, the network is not. The first `stack rm` here
+    // ends that way; the deployer must remove the network again once the tasks are gone.
+    let calls = stack.path().join("stack-rm-calls");
+    let wrapper = stack.write(
+        "docker-wrapper",
+        &format!(
+            "#!/bin/sh\n\
+             if [ \"$1 $2\" = \"stack rm\" ] && [ ! -e {calls} ]; then\n\
+               touch {calls}; docker \"$@\" >/dev/null 2>&1\n\
+               echo \"Failed to remove network n1: Error response from daemon: rpc error: code = FailedPrecondition desc = network n1 is in use by task t1\" >&2\n\
+               echo \"failed to remove some resources from stack: $3\" >&2; exit 1\n\
+             fi\n\
+             exec docker \"$@\"\n",
+            calls = calls.display()
+        ),
+    );
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    deployer.docker_cli = wrapper;
     deployer.undeploy(&target).await.unwrap();
+    assert!(calls.exists(), "the failing first `stack rm` ran");
     let gone_at = t0.elapsed();
     assert!(
         engine.containers_using(&volume).await.unwrap().is_empty(),

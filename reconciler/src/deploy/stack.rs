@@ -114,17 +114,40 @@ impl StackDeployer {
         tracing::info!(app = %target.app, stack = %target.stack, "docker stack rm");
         let args = ["stack", "rm", target.stack.as_str()];
         let display = format!("{} {}", self.docker_cli.display(), args.join(" "));
-        let mut cmd = tokio::process::Command::new(&self.docker_cli);
-        cmd.args(args);
-        match run_command(cmd, display, "undeploy", &target.app, self.command_timeout).await {
-            Ok(_) => {}
-            // Undeploying what is not deployed is done already; the wait below confirms it.
-            Err(DeployError::Command { output, .. })
-                if output.contains("Nothing found in stack") =>
+        let deadline = tokio::time::Instant::now() + self.gone.timeout;
+        loop {
+            let mut cmd = tokio::process::Command::new(&self.docker_cli);
+            cmd.args(args);
+            match run_command(
+                cmd,
+                display.clone(),
+                "undeploy",
+                &target.app,
+                self.command_timeout,
+            )
+            .await
             {
-                tracing::info!(app = %target.app, stack = %target.stack, "stack was not deployed");
+                Ok(_) => break,
+                // Undeploying what is not deployed is done already; the wait below confirms it.
+                Err(DeployError::Command { output, .. })
+                    if output.contains("Nothing found in stack") =>
+                {
+                    tracing::info!(app = %target.app, stack = %target.stack, "stack was not deployed");
+                    break;
+                }
+                // The services are removed but the network is not: their tasks still hold it as
+                // they stop ("in use by task"), or an earlier `stack rm` is removing it right now
+                // ("not found"). Another `stack rm` settles it, or finds nothing left.
+                Err(DeployError::Command { output, .. })
+                    if output.contains("Failed to remove network")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::info!(app = %target.app, stack = %target.stack,
+                        "the stack's network could not be removed yet; removing it again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
         wait_until_gone(self.engine.as_ref(), &target.app, &target.stack, self.gone).await
     }
