@@ -144,10 +144,13 @@ pub fn restore_known_good(platform: &mut LivePlatform) -> anyhow::Result<()> {
     match platform.verify_snapshot()? {
         Verified::Ok => {}
         Verified::Missing => bail!("{app} has no known-good snapshot to restore"),
-        Verified::Corrupt(problems) => bail!(
-            "the known-good snapshot of {app} failed verification and was not restored: {}",
-            problems.join("; ")
-        ),
+        // Typed, so callers tell a corrupt known-good from a failed restore without parsing text.
+        Verified::Corrupt(problems) => {
+            return Err(
+                anyhow::Error::new(crate::reconcile::SnapshotCorrupt(problems))
+                    .context(format!("the known-good snapshot of {app}")),
+            );
+        }
     }
     platform
         .restore_snapshot()

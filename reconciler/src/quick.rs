@@ -167,13 +167,16 @@ pub fn quick(config: &Config, req: &Request) -> anyhow::Result<Report> {
                     Ok(()) => (Verdict::Fail, failed, Some(reason), true, exit::FAILURE),
                     Err(e) => {
                         let detail = format!("{e:#}");
+                        let corrupt = e
+                            .downcast_ref::<crate::reconcile::SnapshotCorrupt>()
+                            .is_some();
                         alert_not_restored(
                             config,
                             &app,
                             &req.recipe,
                             (&version.to_string(), &req.r#ref),
                             &reason,
-                            &detail,
+                            (&detail, corrupt),
                         );
                         // The drift stays unfinished, so reconciles retry the restore; this
                         // alert stands for the first of those failures.
@@ -361,9 +364,9 @@ fn alert_not_restored(
     recipe: &str,
     (version, attempted): (&str, &str),
     reason: &str,
-    detail: &str,
+    (detail, corrupt): (&str, bool),
 ) {
-    let kind = if detail.contains("failed verification") {
+    let kind = if corrupt {
         Kind::SnapshotCorrupt
     } else {
         Kind::RollbackFailed
