@@ -90,9 +90,25 @@ fn a_killed_take_never_damages_the_published_snapshot() {
     take(&req(&app, "data", &src)).unwrap();
     let mut digest = Manifest::load(&snap).unwrap().digest;
 
+    // Kill instants are drawn over 1.5 times how long one take of a round's changes lasts here, so they
+    // land all through a take, publish included: a fixed window lets a fast machine finish
+    // most takes before the kill, proving nothing.
+    modify(&src, &mut rng, 0);
+    let timed = Instant::now();
+    let st = Command::new(&bin)
+        .arg("take")
+        .arg(&src)
+        .arg(&app)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let window_ms = (timed.elapsed().as_millis() as u64 * 3 / 2).max(20);
+    digest = Manifest::load(&snap).unwrap().digest;
+
     let (mut old, mut new, mut stale_seen) = (0, 0, 0);
     let started = Instant::now();
-    for round in 0..20 {
+    for round in 1..=20 {
         modify(&src, &mut rng, round);
         let mut child = Command::new(&bin)
             .arg("take")
@@ -102,7 +118,7 @@ fn a_killed_take_never_damages_the_published_snapshot() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.below(301)));
+        std::thread::sleep(Duration::from_millis(rng.below(window_ms + 1)));
         let _ = child.kill(); // SIGKILL
         child.wait().unwrap();
 
@@ -136,7 +152,7 @@ fn a_killed_take_never_damages_the_published_snapshot() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_same(&src, &snap.join("volumes/data"), &[]);
     eprintln!(
-        "20 kills in {:?}: {old} left the old snapshot, {new} had published a new one, {stale_seen} left a .tmp-* dir",
+        "20 kills within {window_ms} ms of a start, in {:?}: {old} left the old snapshot, {new} had published a new one, {stale_seen} left a .tmp-* dir",
         started.elapsed()
     );
     // Most kills must land mid-take, or the test proves nothing.
