@@ -88,7 +88,6 @@ fn a_killed_take_never_damages_the_published_snapshot() {
     let mut rng = Rng(0xc0ff_ee00_1234_5678 ^ std::process::id() as u64);
     build(&src, &mut rng);
     take(&req(&app, "data", &src)).unwrap();
-    let mut digest = Manifest::load(&snap).unwrap().digest;
 
     // Kill instants are drawn over 1.5 times how long one take of a round's changes lasts here, so they
     // land all through a take, publish included: a fixed window lets a fast machine finish
@@ -104,7 +103,7 @@ fn a_killed_take_never_damages_the_published_snapshot() {
         .unwrap();
     assert!(st.success());
     let window_ms = (timed.elapsed().as_millis() as u64 * 3 / 2).max(20);
-    digest = Manifest::load(&snap).unwrap().digest;
+    let mut digest = Manifest::load(&snap).unwrap().digest;
 
     let (mut old, mut new, mut stale_seen) = (0, 0, 0);
     let started = Instant::now();
