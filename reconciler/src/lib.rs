@@ -1,41 +1,14 @@
 //! ci-warm: keeps a CI host's warm Co-op Cloud deployments current without losing their data.
+//!
+//! Folders depend downward only: `cmd` -> `canonical`, `ops`, `ci` -> `live` -> `config` ->
+//! `upgrade` -> `platform` (each folder's `mod.rs` says what it may import).
 
-pub mod alert;
-pub mod atomic;
-pub mod base;
 pub mod canonical;
-pub mod child;
+pub mod ci;
 pub mod cli;
 pub mod cmd;
-pub mod compose_version;
 pub mod config;
-pub mod deploy;
-pub mod disk;
-pub mod docker;
-pub mod exit;
-pub mod gate;
-pub mod health;
-pub mod host_lock;
 pub mod live;
-pub mod lock;
-pub mod metrics;
-pub mod names;
-pub mod previous;
-pub mod progress;
-pub mod promote;
-pub mod prune;
-pub mod quick;
-pub mod realm;
-pub mod recipe;
-pub mod reconcile;
-pub mod registry;
-pub mod relay;
-pub mod results;
-pub mod rewarm;
-pub mod secret;
-pub mod snap;
-pub mod spec;
-pub mod state;
-pub mod status;
-pub mod sweep;
-pub mod version;
+pub mod ops;
+pub mod platform;
+pub mod upgrade;

@@ -5,7 +5,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use ci_warm::cli::Cli;
-use ci_warm::exit;
+use ci_warm::platform::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

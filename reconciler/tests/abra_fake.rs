@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ci_warm::deploy::abra::AbraDeployer;
-use ci_warm::deploy::{DeployError, DeployTarget, Deployer, Revision};
-use ci_warm::docker::{
+use ci_warm::platform::deploy::abra::AbraDeployer;
+use ci_warm::platform::deploy::{DeployError, DeployTarget, Deployer, Revision};
+use ci_warm::platform::docker::{
     BoxFuture, ContainerObs, DockerError, NetworkObs, ServiceObs, SwarmJanitor, SwarmView,
     VolumeObs,
 };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ci_warm::alert::{self, Alert, Kind, NewAlert};
+use ci_warm::upgrade::alert::{self, Alert, Kind, NewAlert};
 
 const WRITER_ENV: &str = "CI_WARM_TEST_ALERT_WRITER";
 
@@ -369,7 +369,7 @@ fn a_writer_killed_mid_write_never_leaves_a_visible_torn_alert() {
         "writers were killed inside a write (else the test proved nothing)"
     );
     // Readers skip the leftovers: the relay lists exactly the whole alerts.
-    assert_eq!(ci_warm::relay::list(d.path()).unwrap().len(), alerts);
+    assert_eq!(ci_warm::ops::relay::list(d.path()).unwrap().len(), alerts);
 }
 
 /// The writer process of the test above when started with `CI_WARM_TEST_ALERT_WRITER`

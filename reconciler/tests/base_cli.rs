@@ -1,6 +1,6 @@
 //! `ci-warm base resolve|previous` end to end: the binary against a real git recipe repository,
 //! a real registry.json and a head checkout's compose.yml. The branch logic itself is covered
-//! table-driven in `ci_warm::base`; this checks the thin I/O around it.
+//! table-driven in `ci_warm::ci::base`; this checks the thin I/O around it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

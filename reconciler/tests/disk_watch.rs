@@ -212,16 +212,16 @@ fn prune_dry_run_lists_exactly_what_prune_removes() {
     std::fs::write(src.join("f"), "data").unwrap();
     let take = |app: &str| {
         let app_dir = state_dir.join(app);
-        ci_warm::snap::take(
+        ci_warm::live::snap::take(
             &app_dir,
             &[("data".into(), src.clone())],
-            ci_warm::snap::Reserve {
+            ci_warm::live::snap::Reserve {
                 bytes: 0,
                 percent: 0,
             },
         )
         .unwrap();
-        ci_warm::state::AppState::load(&app_dir)
+        ci_warm::upgrade::state::AppState::load(&app_dir)
             .unwrap()
             .save(&app_dir)
             .unwrap();
@@ -285,7 +285,8 @@ fn prune_dry_run_lists_exactly_what_prune_removes() {
 
     // A busy app is skipped, never pruned under a running reconcile.
     {
-        let _busy = ci_warm::lock::acquire(&state_dir.join("demo"), "demo", false).unwrap();
+        let _busy =
+            ci_warm::platform::lock::acquire(&state_dir.join("demo"), "demo", false).unwrap();
         let out = ci_warm(&config, &["--json", "disk", "prune", "--dry-run"]);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["skipped"][0]["app"], "demo");

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ci_warm::alert::{self, Kind, NewAlert};
 use ci_warm::config::Config;
-use ci_warm::metrics::{self, RunFact};
-use ci_warm::state::{AppState, RunRecord};
+use ci_warm::ops::metrics::{self, RunFact};
+use ci_warm::upgrade::alert::{self, Kind, NewAlert};
+use ci_warm::upgrade::state::{AppState, RunRecord};
 use prometheus_parse::{Scrape, Value};
 
 fn value(v: &Value) -> f64 {
@@ -45,10 +45,10 @@ fn metrics_file_parses_and_carries_runs_snapshot_holds_and_disk() {
     let src = d.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a"), vec![0u8; 5000]).unwrap();
-    ci_warm::snap::take(
+    ci_warm::live::snap::take(
         &app_dir,
         &[("data".into(), src.clone())],
-        ci_warm::snap::Reserve {
+        ci_warm::live::snap::Reserve {
             bytes: 0,
             percent: 0,
         },

@@ -9,10 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use ci_warm::realm::{
+use ci_warm::ci::realm::{
     self, Admin, AdminError, CreateRequest, Deleted, MARK_CREATED, MARK_RUN, RealmError,
 };
-use ci_warm::secret::SecretString;
+use ci_warm::config::secret::SecretString;
 use fake_keycloak::{ADMIN_USER, FakeKeycloak};
 use serde_json::{Value, json};
 
@@ -244,7 +244,7 @@ async fn credentials_never_land_in_a_planted_or_leftover_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("creds.json");
     // A world-readable file (a crashed writer's leftover, or one planted in a shared workspace)
-    // at the temporary name a predictable writer (`crate::atomic`) would open and reuse.
+    // at the temporary name a predictable writer (`crate::platform::atomic`) would open and reuse.
     let planted = dir
         .path()
         .join(format!(".tmp-creds.json.{}", std::process::id()));

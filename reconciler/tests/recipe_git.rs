@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ci_warm::recipe::{GitRecipe, RecipeError, RecipeSource, Rev};
-use ci_warm::version::Version;
+use ci_warm::upgrade::recipe::{GitRecipe, RecipeError, RecipeSource, Rev};
+use ci_warm::upgrade::version::Version;
 
 fn v(s: &str) -> Version {
     s.parse().unwrap()

@@ -320,7 +320,7 @@ async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good() {
     // A reconcile holds the canonical's lock: quick is busy and touches nothing.
     let state_before = read(&w.app_dir().join("state.json"));
     {
-        let _held = ci_warm::lock::acquire(&w.app_dir(), APP, false).unwrap();
+        let _held = ci_warm::platform::lock::acquire(&w.app_dir(), APP, false).unwrap();
         let (c, _) = w.quick("good", "q4", &["true"]);
         assert_eq!(c, 75, "busy");
     }
@@ -467,14 +467,14 @@ fn sweep_runs_the_least_recently_tested_and_promotes_green() {
     // alpha was tested a minute after gamma; beta never.
     let t0 = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     for (r, secs) in [("gamma", 0), ("alpha", 60)] {
-        let at = ci_warm::results::timestamp(t0 + std::time::Duration::from_secs(secs));
-        ci_warm::results::record(
+        let at = ci_warm::canonical::results::timestamp(t0 + std::time::Duration::from_secs(secs));
+        ci_warm::canonical::results::record(
             &state_dir,
-            &ci_warm::results::RunResult {
+            &ci_warm::canonical::results::RunResult {
                 schema: 1,
                 recipe: r.into(),
-                mode: ci_warm::results::Mode::Cold,
-                result: ci_warm::results::Verdict::Fail,
+                mode: ci_warm::canonical::results::Mode::Cold,
+                result: ci_warm::canonical::results::Verdict::Fail,
                 version: Some(V100.into()),
                 commit: None,
                 r#ref: None,

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ci_warm::deploy::stack::StackDeployer;
-use ci_warm::deploy::{DeployTarget, Deployer, Revision};
-use ci_warm::docker::Engine;
-use ci_warm::health::{Expected, GateTiming, HealthGate, HttpProbe, Verdict};
+use ci_warm::platform::deploy::stack::StackDeployer;
+use ci_warm::platform::deploy::{DeployTarget, Deployer, Revision};
+use ci_warm::platform::docker::Engine;
+use ci_warm::upgrade::health::{Expected, GateTiming, HealthGate, HttpProbe, Verdict};
 
 #[allow(dead_code)]
 #[path = "gate_support/mod.rs"]

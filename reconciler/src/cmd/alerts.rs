@@ -8,8 +8,8 @@ use clap::Subcommand;
 
 use crate::cli::Global;
 use crate::config::Config;
-use crate::exit::{self, Exit};
-use crate::relay::{self, Found};
+use crate::ops::relay::{self, Found};
+use crate::platform::exit::{self, Exit};
 
 #[derive(Debug, Subcommand)]
 pub enum AlertsCmd {

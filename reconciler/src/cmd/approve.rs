@@ -2,10 +2,10 @@ use anyhow::Context;
 
 use crate::cli::{ApproveArgs, Global};
 use crate::config::Config;
-use crate::exit::{self, Exit};
-use crate::lock;
-use crate::state::AppState;
-use crate::version::Version;
+use crate::platform::exit::{self, Exit};
+use crate::platform::lock;
+use crate::upgrade::state::AppState;
+use crate::upgrade::version::Version;
 
 pub fn run(global: &Global, args: ApproveArgs) -> anyhow::Result<u8> {
     let config = Config::load(&global.config)?;

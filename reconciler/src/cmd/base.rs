@@ -1,5 +1,5 @@
 //! `ci-warm base resolve|previous`: the upgrade base of a CI run and the `previous/` overlay
-//! guard. The decisions live in `crate::base` and `crate::previous`; this file gathers their
+//! guard. The decisions live in `crate::ci::base` and `crate::ci::previous`; this file gathers their
 //! inputs (config, registry, the head checkout, the recipe's tags) and prints the answer.
 
 use std::path::{Path, PathBuf};
@@ -7,18 +7,18 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::base::{self, Inputs, Kind, Override};
+use crate::canonical::registry::Registry;
+use crate::ci::base::{self, Inputs, Kind, Override};
+use crate::ci::previous::{self, Status};
 use crate::cli::Global;
-use crate::compose_version;
 use crate::config::Config;
-use crate::exit::{self, Exit};
-use crate::lock;
-use crate::names;
-use crate::previous::{self, Status};
-use crate::recipe::{GitRecipe, RecipeSource, Rev};
-use crate::registry::Registry;
-use crate::spec::CATALOGUE;
-use crate::version::Version;
+use crate::config::names;
+use crate::config::spec::CATALOGUE;
+use crate::platform::exit::{self, Exit};
+use crate::platform::lock;
+use crate::upgrade::compose_version;
+use crate::upgrade::recipe::{GitRecipe, RecipeSource, Rev};
+use crate::upgrade::version::Version;
 
 #[derive(Debug, Subcommand)]
 pub enum BaseCmd {

@@ -3,11 +3,11 @@
 use clap::{Args, Subcommand};
 
 use crate::canonical;
+use crate::canonical::promote::{self, Action};
+use crate::canonical::results::{Mode, Verdict};
+use crate::canonical::rewarm;
 use crate::cli::Global;
 use crate::config::Config;
-use crate::promote::{self, Action};
-use crate::results::{Mode, Verdict};
-use crate::rewarm;
 
 #[derive(Debug, Subcommand)]
 pub enum CanonicalCmd {
@@ -90,7 +90,7 @@ pub fn run(global: &Global, cmd: CanonicalCmd) -> anyhow::Result<u8> {
                     );
                 }
             }
-            Ok(crate::exit::OK)
+            Ok(crate::platform::exit::OK)
         }
         CanonicalCmd::Promote(a) => {
             let req = promote::Request {
@@ -114,7 +114,7 @@ pub fn run(global: &Global, cmd: CanonicalCmd) -> anyhow::Result<u8> {
                     promote::log_path(&config.state_dir).display()
                 );
             }
-            Ok(crate::exit::OK)
+            Ok(crate::platform::exit::OK)
         }
         CanonicalCmd::Rewarm { recipe, wait } => {
             let report = rewarm::rewarm(&config, &recipe, wait)?;

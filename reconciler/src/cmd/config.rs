@@ -1,6 +1,6 @@
 use crate::cli::{ConfigCmd, Global};
 use crate::config::Config;
-use crate::exit;
+use crate::platform::exit;
 
 pub fn run(global: &Global, cmd: ConfigCmd) -> anyhow::Result<u8> {
     match cmd {

@@ -4,9 +4,9 @@ use clap::Subcommand;
 
 use crate::cli::Global;
 use crate::config::Config;
-use crate::exit;
-use crate::status::short_bytes;
-use crate::{disk, prune};
+use crate::ops::status::short_bytes;
+use crate::ops::{disk, prune};
+use crate::platform::exit;
 
 #[derive(Debug, Subcommand)]
 pub enum DiskCmd {
@@ -28,7 +28,7 @@ pub fn run(global: &Global, cmd: DiskCmd) -> anyhow::Result<u8> {
         DiskCmd::Check => {
             let checked = disk::check(&config)?;
             // Keeps the free-space metrics as fresh as the check's timer, not the hourly reconcile.
-            crate::metrics::after_reconcile(&config, None, &[]);
+            crate::ops::metrics::after_reconcile(&config, None, &[]);
             if global.json {
                 super::print_json(&checked)?;
             } else {

@@ -2,9 +2,9 @@
 
 use clap::Args;
 
+use crate::canonical::quick;
 use crate::cli::Global;
 use crate::config::Config;
-use crate::quick;
 
 #[derive(Debug, Args)]
 pub struct QuickArgs {
@@ -36,7 +36,7 @@ pub fn run(global: &Global, a: QuickArgs) -> anyhow::Result<u8> {
         run: a.run,
         command: a.command,
         wait: a.wait,
-        timeout: crate::child::limit(a.timeout),
+        timeout: crate::platform::child::limit(a.timeout),
     };
     let report = quick::quick(&config, &req)?;
     if global.json {

@@ -1,4 +1,4 @@
-//! `ci-warm realm create|delete|reap`: per-run realms on the warm keycloak (`crate::realm`),
+//! `ci-warm realm create|delete|reap`: per-run realms on the warm keycloak (`crate::ci::realm`),
 //! with the keycloak URL and admin login from the config's `keycloak` section.
 
 use std::collections::BTreeSet;
@@ -9,11 +9,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use crate::ci::realm::{self, Admin, CreateRequest, Deleted, RealmError};
 use crate::cli::Global;
 use crate::config::Config;
-use crate::exit::{self, Exit};
-use crate::realm::{self, Admin, CreateRequest, Deleted, RealmError};
-use crate::secret;
+use crate::config::secret;
+use crate::platform::exit::{self, Exit};
 
 #[derive(Debug, Subcommand)]
 pub enum RealmCmd {
@@ -120,7 +120,7 @@ fn delete_target(a: &DeleteArgs) -> anyhow::Result<String> {
     match (&a.realm, &a.run) {
         (Some(r), _) if r == realm::MASTER => Err(usage_for(RealmError::Master)),
         (Some(r), _) => {
-            crate::names::check("realm", r).map_err(|e| usage_for(e.into()))?;
+            crate::config::names::check("realm", r).map_err(|e| usage_for(e.into()))?;
             Ok(r.clone())
         }
         (None, Some(run)) => realm::realm_name(&a.prefix, run).map_err(|e| usage_for(e.into())),
@@ -195,7 +195,7 @@ async fn delete(global: &Global, admin: &Admin, realm_name: &str) -> anyhow::Res
 
 async fn reap(global: &Global, admin: &Admin, a: ReapArgs, grace: Duration) -> anyhow::Result<u8> {
     for run in &a.live {
-        crate::names::check("run id", run).map_err(|e| usage_for(e.into()))?;
+        crate::config::names::check("run id", run).map_err(|e| usage_for(e.into()))?;
     }
     let live: BTreeSet<String> = a.live.into_iter().collect();
     let report = realm::reap(admin, &live, grace, SystemTime::now()).await?;

@@ -2,11 +2,11 @@ use serde::Serialize;
 
 use crate::cli::{Global, ReconcileArgs};
 use crate::config::Config;
-use crate::exit::{self, Exit};
+use crate::config::spec::{self, AppPlan};
 use crate::live::LivePlatform;
-use crate::lock;
-use crate::reconcile::Reconciler;
-use crate::spec::{self, AppPlan};
+use crate::platform::exit::{self, Exit};
+use crate::platform::lock;
+use crate::upgrade::reconcile::Reconciler;
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -54,7 +54,7 @@ pub fn run(global: &Global, args: ReconcileArgs) -> anyhow::Result<u8> {
         if !global.json {
             println!("{}: {} ({})", report.app, report.detail, report.outcome);
         }
-        facts.push(crate::metrics::RunFact {
+        facts.push(crate::ops::metrics::RunFact {
             app: report.app.clone(),
             outcome: report.outcome.clone(),
             exit: report.exit,
@@ -62,7 +62,7 @@ pub fn run(global: &Global, args: ReconcileArgs) -> anyhow::Result<u8> {
         });
         reports.push(report);
     }
-    crate::metrics::after_reconcile(&config, args.metrics_file.as_deref(), &facts);
+    crate::ops::metrics::after_reconcile(&config, args.metrics_file.as_deref(), &facts);
     if global.json {
         super::print_json(&reports)?;
     }

@@ -5,11 +5,11 @@ use ci_warm_snapshot as snapshot;
 
 use crate::cli::{DirCmd, Global, SnapshotCmd};
 use crate::config::Config;
-use crate::exit::{self, Exit};
+use crate::config::spec;
 use crate::live::LivePlatform;
-use crate::lock;
-use crate::snap;
-use crate::spec;
+use crate::live::snap;
+use crate::platform::exit::{self, Exit};
+use crate::platform::lock;
 
 pub fn run(global: &Global, cmd: SnapshotCmd) -> anyhow::Result<u8> {
     match cmd {
@@ -55,7 +55,7 @@ pub fn run(global: &Global, cmd: SnapshotCmd) -> anyhow::Result<u8> {
             if legacy {
                 let r = snapshot::import_legacy(&app_dir)
                     .with_context(|| format!("importing the prototype snapshot of app {app}"))?;
-                let mut state = crate::state::AppState::load(&app_dir)?;
+                let mut state = crate::upgrade::state::AppState::load(&app_dir)?;
                 if state.last_good.is_none()
                     && let Some(v) = r.last_good.as_deref().and_then(|v| v.parse().ok())
                 {
@@ -120,7 +120,7 @@ fn dir(global: &Global, cmd: DirCmd) -> anyhow::Result<u8> {
                     percent: 0,
                 },
             };
-            let progress = crate::progress::for_stderr("snapshot");
+            let progress = crate::platform::progress::for_stderr("snapshot");
             let summary = snapshot::take_with_progress(&request, progress.as_ref())
                 .with_context(|| format!("taking a snapshot into {}", dest.display()))?;
             print(
@@ -135,7 +135,7 @@ fn dir(global: &Global, cmd: DirCmd) -> anyhow::Result<u8> {
         DirCmd::Verify { dest } => verify_dir(global, &snapshot_of(&dest)),
         DirCmd::Restore { dest, target, name } => {
             let dir = snapshot_of(&dest);
-            let progress = crate::progress::for_stderr("restore");
+            let progress = crate::platform::progress::for_stderr("restore");
             let summary = snapshot::restore_with_progress(&dir, &name, &target, progress.as_ref())
                 .with_context(|| {
                     format!("restoring {} onto {}", dir.display(), target.display())

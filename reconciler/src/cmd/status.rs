@@ -4,8 +4,8 @@ use clap::Args;
 
 use crate::cli::Global;
 use crate::config::Config;
-use crate::exit::{self, Exit};
-use crate::status::{self, AppStatus, HealthNow, Options, short_age, short_bytes};
+use crate::ops::status::{self, AppStatus, HealthNow, Options, short_age, short_bytes};
+use crate::platform::exit::{self, Exit};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

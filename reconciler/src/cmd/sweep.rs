@@ -2,9 +2,9 @@
 
 use clap::Args;
 
+use crate::canonical::sweep;
 use crate::cli::Global;
 use crate::config::Config;
-use crate::sweep;
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {

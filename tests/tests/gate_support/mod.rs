@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use ci_warm::docker::Engine;
+use ci_warm::platform::docker::Engine;
 
 pub const IMAGE: &str = "ciwt-gate-demo:1";
 

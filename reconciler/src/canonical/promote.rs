@@ -1,0 +1,413 @@
+//! `canonical promote`: the only writer of the canonical registry.
+//!
+//! A run promotes only when the recipe is enrolled, the result is pass, the mode is cold and no
+//! PR ref is given (a PR's code must never become the base every later run upgrades from), and
+//! the version is not older than the registry's. Every attempt, promoted or not, is appended
+//! to `<state_dir>/promotions.jsonl` with the reason, so "why did my green run not promote?" is
+//! answered on disk. The first promotion of a recipe seeds its canonical.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::registry::{self, Entry, Registry};
+use crate::canonical::results::{Mode, Verdict};
+use crate::config::names;
+use crate::config::{self, Config};
+use crate::platform::exit::{self, Exit};
+use crate::platform::lock;
+use crate::upgrade::version::Version;
+
+/// What a CI run reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub recipe: String,
+    pub version: String,
+    pub commit: String,
+    pub mode: Mode,
+    pub result: Verdict,
+    /// A PR ref (branch or commit) the run tested; any ref blocks promotion.
+    pub r#ref: Option<String>,
+    pub run: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// The recipe's first registry entry.
+    Seeded,
+    Promoted,
+    NoOp,
+}
+
+/// One line of `promotions.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub at: String,
+    pub recipe: String,
+    pub version: String,
+    pub commit: String,
+    pub mode: Mode,
+    pub result: Verdict,
+    pub r#ref: Option<String>,
+    pub run: Option<String>,
+    pub action: Action,
+    /// Why not, for a no-op (every reason that applies); what happened otherwise.
+    pub reason: String,
+    /// The registry's version before this attempt.
+    pub previous: Option<String>,
+}
+
+impl std::fmt::Display for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let action = match self.action {
+            Action::Seeded => "seeded",
+            Action::Promoted => "promoted",
+            Action::NoOp => "not promoted",
+        };
+        write!(
+            f,
+            "{} {}: {action} ({})",
+            self.recipe, self.version, self.reason
+        )
+    }
+}
+
+pub fn log_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("promotions.jsonl")
+}
+
+/// The promotion matrix: `Ok` with what happens, `Err` with every reason it does not.
+pub fn decide(
+    enrolled: bool,
+    req: &Request,
+    version: &Version,
+    current: Option<&Version>,
+) -> Result<Action, String> {
+    let mut why = Vec::new();
+    if !enrolled {
+        why.push(format!(
+            "recipe {} is not enrolled (no `canonicals.{}` in the config)",
+            req.recipe, req.recipe
+        ));
+    }
+    if req.result != Verdict::Pass {
+        why.push("the run did not pass".to_owned());
+    }
+    if req.mode != Mode::Cold {
+        why.push(format!(
+            "a {} run never promotes; only cold runs do",
+            req.mode.as_str()
+        ));
+    }
+    if let Some(r) = &req.r#ref {
+        why.push(format!("the run tested ref {r}; a PR ref never promotes"));
+    }
+    if let Some(c) = current
+        && version < c
+    {
+        why.push(format!(
+            "{version} is older than the registry's {c}; the canonical never moves back"
+        ));
+    }
+    if why.is_empty() {
+        Ok(if current.is_some() {
+            Action::Promoted
+        } else {
+            Action::Seeded
+        })
+    } else {
+        Err(why.join("; "))
+    }
+}
+
+fn usage(msg: String) -> anyhow::Error {
+    Exit::new(exit::USAGE, msg).into()
+}
+
+/// Checks what a CI run passed on the command line.
+pub fn validate(req: &Request) -> anyhow::Result<Version> {
+    names::check("recipe", &req.recipe).map_err(|e| usage(e.to_string()))?;
+    let version = req
+        .version
+        .parse::<Version>()
+        .map_err(|e| usage(format!("--version {:?}: {e}", req.version)))?;
+    if !(7..=64).contains(&req.commit.len()) || !req.commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(usage(format!(
+            "--commit {:?} must be a commit id (7 to 64 hex digits)",
+            req.commit
+        )));
+    }
+    for (what, v) in [("--ref", &req.r#ref), ("--run", &req.run)] {
+        if let Some(v) = v
+            && (v.is_empty() || v.len() > 200 || v.chars().any(char::is_control))
+        {
+            return Err(usage(format!(
+                "{what} {v:?} must be 1 to 200 printable characters"
+            )));
+        }
+    }
+    Ok(version)
+}
+
+/// Decides, updates the registry when it promotes, and records the attempt. Holds the
+/// canonical's app lock (waiting for it with `wait`) so a promotion never lands in the middle of
+/// a reconcile, quick run or rewarm of the same recipe.
+pub fn promote(config: &Config, req: &Request, wait: bool) -> anyhow::Result<Record> {
+    let version = validate(req)?;
+    let state_dir = &config.state_dir;
+    let enrolled = config.canonicals.contains_key(&req.recipe);
+    let _app_lock = if enrolled {
+        let app = config::canonical_app_name(&req.recipe);
+        Some(lock::acquire(&state_dir.join(&app), &app, wait)?)
+    } else {
+        None
+    };
+    let _registry_lock = registry::lock(state_dir)?;
+    let mut registry = Registry::load(state_dir)?;
+    let previous = registry.get(&req.recipe).map(|e| e.version.clone());
+    let current: Option<Version> = match &previous {
+        Some(v) => Some(v.parse().with_context(|| {
+            format!(
+                "the registry's version {v:?} of recipe {} is not a version",
+                req.recipe
+            )
+        })?),
+        None => None,
+    };
+    let at = crate::canonical::now();
+    let (action, reason) = match decide(enrolled, req, &version, current.as_ref()) {
+        Ok(action) => {
+            registry.canonicals.insert(
+                req.recipe.clone(),
+                Entry {
+                    version: version.to_string(),
+                    commit: req.commit.to_ascii_lowercase(),
+                    promoted_at: at.clone(),
+                    run: req.run.clone(),
+                    mode: Mode::Cold.as_str().to_owned(),
+                },
+            );
+            registry.save(state_dir)?;
+            let reason = match (&previous, action) {
+                (None, _) => "first green cold run: seeds the canonical".to_owned(),
+                (Some(p), _) if *p == version.to_string() => {
+                    format!("re-confirms {p} (commit and run updated)")
+                }
+                (Some(p), _) => format!("{p} -> {version}"),
+            };
+            (action, reason)
+        }
+        Err(why) => (Action::NoOp, why),
+    };
+    let record = Record {
+        at,
+        recipe: req.recipe.clone(),
+        version: version.to_string(),
+        commit: req.commit.clone(),
+        mode: req.mode,
+        result: req.result,
+        r#ref: req.r#ref.clone(),
+        run: req.run.clone(),
+        action,
+        reason,
+        previous,
+    };
+    append(state_dir, &record)?;
+    tracing::info!(recipe = %record.recipe, version = %record.version, action = ?record.action, "{}", record.reason);
+    Ok(record)
+}
+
+/// Appends one JSON line (the caller holds the registry lock, so lines never interleave).
+fn append(state_dir: &Path, record: &Record) -> anyhow::Result<()> {
+    let path = log_path(state_dir);
+    let mut line = serde_json::to_vec(record).context("serializing a promotion record")?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.write_all(&line)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("appending to {}", path.display()))
+}
+
+/// Every recorded attempt, oldest first.
+pub fn history(state_dir: &Path) -> anyhow::Result<Vec<Record>> {
+    let path = log_path(state_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| {
+                format!(
+                    "{} line {} is not a promotion record",
+                    path.display(),
+                    i + 1
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V100: &str = "1.0.0+1.0.0";
+    const V110: &str = "1.1.0+1.0.0";
+
+    fn config(state_dir: &Path) -> Config {
+        let json = serde_json::json!({
+            "state_dir": state_dir,
+            "ci_domain": "ci.example.org",
+            "canonicals": {"demo": {}},
+        });
+        Config::parse(Path::new("test.json"), &json.to_string()).unwrap()
+    }
+
+    fn req(recipe: &str, version: &str, mode: Mode, result: Verdict, r: Option<&str>) -> Request {
+        Request {
+            recipe: recipe.into(),
+            version: version.into(),
+            commit: "0123456789abcdef".into(),
+            mode,
+            result,
+            r#ref: r.map(str::to_owned),
+            run: Some("run-1".into()),
+        }
+    }
+
+    /// Every combination of the four conditions: only (enrolled, pass, cold, no ref) promotes,
+    /// and every other one names each condition that failed.
+    #[test]
+    fn promote_matrix() {
+        for enrolled in [true, false] {
+            for result in [Verdict::Pass, Verdict::Fail] {
+                for mode in [Mode::Cold, Mode::Quick] {
+                    for r in [None, Some("feature/x")] {
+                        let d = tempfile::tempdir().unwrap();
+                        let c = config(d.path());
+                        let recipe = if enrolled { "demo" } else { "stranger" };
+                        let rec = promote(&c, &req(recipe, V100, mode, result, r), false).unwrap();
+                        let reg = Registry::load(d.path()).unwrap();
+                        let want = enrolled
+                            && result == Verdict::Pass
+                            && mode == Mode::Cold
+                            && r.is_none();
+                        let case = format!("{enrolled} {result:?} {mode:?} {r:?}: {rec}");
+                        if want {
+                            assert_eq!(rec.action, Action::Seeded, "{case}");
+                            assert_eq!(reg.get("demo").unwrap().version, V100, "{case}");
+                            assert_eq!(reg.get("demo").unwrap().run.as_deref(), Some("run-1"));
+                        } else {
+                            assert_eq!(rec.action, Action::NoOp, "{case}");
+                            assert!(reg.canonicals.is_empty(), "{case}");
+                            assert!(!d.path().join("registry.json").exists(), "{case}");
+                        }
+                        assert_eq!(rec.reason.contains("not enrolled"), !enrolled, "{case}");
+                        assert_eq!(
+                            rec.reason.contains("did not pass"),
+                            result == Verdict::Fail,
+                            "{case}"
+                        );
+                        assert_eq!(
+                            rec.reason.contains("quick run never promotes"),
+                            mode == Mode::Quick,
+                            "{case}"
+                        );
+                        assert_eq!(
+                            rec.reason.contains("PR ref never promotes"),
+                            r.is_some(),
+                            "{case}"
+                        );
+                        assert_eq!(history(d.path()).unwrap(), vec![rec], "{case}: recorded");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn first_green_seeds_then_promotes_forward_never_back() {
+        let d = tempfile::tempdir().unwrap();
+        let c = config(d.path());
+        let green = |v: &str| req("demo", v, Mode::Cold, Verdict::Pass, None);
+        assert_eq!(
+            promote(&c, &green(V100), false).unwrap().action,
+            Action::Seeded
+        );
+        let r = promote(&c, &green(V110), false).unwrap();
+        assert_eq!(
+            (r.action, r.previous.as_deref()),
+            (Action::Promoted, Some(V100))
+        );
+        let back = promote(&c, &green(V100), false).unwrap();
+        assert_eq!(back.action, Action::NoOp);
+        assert!(
+            back.reason.contains("older than the registry's"),
+            "{}",
+            back.reason
+        );
+        assert_eq!(
+            Registry::load(d.path())
+                .unwrap()
+                .get("demo")
+                .unwrap()
+                .version,
+            V110
+        );
+        let again = promote(&c, &green(V110), false).unwrap();
+        assert_eq!(again.action, Action::Promoted);
+        assert!(again.reason.contains("re-confirms"), "{}", again.reason);
+        assert_eq!(history(d.path()).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error_and_records_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let c = config(d.path());
+        let mut r = req("demo", "not-a-version", Mode::Cold, Verdict::Pass, None);
+        let e = promote(&c, &r, false).unwrap_err();
+        assert_eq!(exit::code_for(&e), exit::USAGE, "{e:#}");
+        r.version = V100.into();
+        r.commit = "zzz".into();
+        assert_eq!(
+            exit::code_for(&promote(&c, &r, false).unwrap_err()),
+            exit::USAGE
+        );
+        r.commit = "abcdef0".into();
+        r.recipe = "../etc".into();
+        assert_eq!(
+            exit::code_for(&promote(&c, &r, false).unwrap_err()),
+            exit::USAGE
+        );
+        assert!(history(d.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn without_waiting_a_locked_canonical_is_busy_and_nothing_moves() {
+        let d = tempfile::tempdir().unwrap();
+        let c = config(d.path());
+        let held = lock::acquire(&d.path().join("warm-demo"), "warm-demo", false).unwrap();
+        let e = promote(
+            &c,
+            &req("demo", V100, Mode::Cold, Verdict::Pass, None),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(exit::code_for(&e), exit::BUSY, "{e:#}");
+        drop(held);
+        assert!(Registry::load(d.path()).unwrap().canonicals.is_empty());
+    }
+}

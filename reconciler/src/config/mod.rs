@@ -1,0 +1,783 @@
+//! The config file and what it resolves into: parsing and checks (here), per-app plans (`spec`),
+//! names, secrets. May import: `upgrade`, `platform`.
+//!
+//! The one JSON config file (rendered by the NixOS module, or written by hand).
+//!
+//! Parsing is strict: every struct denies unknown keys, and a typo is reported with its JSON
+//! path and the nearest valid key, because a silently ignored `helth_timeout` is how a CI host
+//! ends up with a gate nobody configured. Semantic checks run after parsing and report every
+//! problem at once, each with its path.
+
+pub mod names;
+pub mod secret;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::upgrade::version::Version;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ci-warm/config.json";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ci-warm";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where state, snapshots, alerts and the registry live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The CI's base domain; canonicals live at `warm-<recipe>.<ci_domain>`.
+    #[serde(default)]
+    pub ci_domain: Option<String>,
+    #[serde(default)]
+    pub deployer: Deployer,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub gate: Gate,
+    #[serde(default)]
+    pub snapshot: Snapshot,
+    #[serde(default)]
+    pub alerts: Alerts,
+    /// Prometheus textfile-collector output, rewritten atomically after every reconcile.
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
+    #[serde(default)]
+    pub disk: Disk,
+    /// Warm apps kept current by `ci-warm reconcile`, by app name.
+    #[serde(default)]
+    pub apps: BTreeMap<String, App>,
+    /// Enrolled recipes whose canonical deployment tracks the canonical registry, by recipe.
+    #[serde(default)]
+    pub canonicals: BTreeMap<String, Canonical>,
+    #[serde(default)]
+    pub sweep: Sweep,
+    #[serde(default)]
+    pub keycloak: Option<Keycloak>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+/// How apps are deployed. Whatever deploys, observation always goes through the Docker API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Deployer {
+    /// `docker stack deploy` from the recipe's compose files and the app's env file.
+    #[default]
+    Stack,
+    /// `abra app deploy/undeploy`, the CI host's normal tool.
+    Abra {
+        /// The abra executable.
+        #[serde(default = "default_abra")]
+        abra: PathBuf,
+        /// The abra server name the apps are registered on.
+        server: String,
+    },
+}
+
+fn default_abra() -> PathBuf {
+    PathBuf::from("abra")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// How long a deployment may take to prove itself healthy.
+    #[serde(default = "default_health_timeout")]
+    pub timeout_secs: u64,
+    /// Pause between two polls of the health gate.
+    #[serde(default = "default_health_interval")]
+    pub interval_ms: u64,
+}
+
+fn default_health_timeout() -> u64 {
+    300
+}
+fn default_health_interval() -> u64 {
+    2000
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            timeout_secs: default_health_timeout(),
+            interval_ms: default_health_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    /// Release-note phrases (case-insensitive) that hold a version for a person. Empty means the
+    /// built-in defaults.
+    #[serde(default)]
+    pub manual_migration_phrases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Free bytes that must remain on the state dir's filesystem after a snapshot.
+    #[serde(default = "default_reserve_bytes")]
+    pub reserve_bytes: u64,
+    /// Free share (percent) that must remain after a snapshot.
+    #[serde(default = "default_reserve_percent")]
+    pub reserve_percent: u8,
+}
+
+fn default_reserve_bytes() -> u64 {
+    1 << 30
+}
+fn default_reserve_percent() -> u8 {
+    5
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            reserve_bytes: default_reserve_bytes(),
+            reserve_percent: default_reserve_percent(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Command run with the new alert file's path appended (argv, never a shell).
+    #[serde(default)]
+    pub on_alert: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// Free-space percentage under which `disk check` raises a `disk-low` warning.
+    #[serde(default = "default_warn")]
+    pub warn_free_percent: u8,
+    /// Free-space percentage under which `disk check` raises a critical `disk-low` alert.
+    #[serde(default = "default_critical")]
+    pub critical_free_percent: u8,
+    /// Docker's data root, watched besides the state dir.
+    #[serde(default = "default_docker_root")]
+    pub docker_root: PathBuf,
+    /// Seen alerts older than this are removed by `disk prune`.
+    #[serde(default = "default_seen_days")]
+    pub prune_seen_alerts_days: u32,
+}
+
+fn default_warn() -> u8 {
+    15
+}
+fn default_critical() -> u8 {
+    5
+}
+fn default_docker_root() -> PathBuf {
+    PathBuf::from("/var/lib/docker")
+}
+fn default_seen_days() -> u32 {
+    30
+}
+
+impl Default for Disk {
+    fn default() -> Self {
+        Disk {
+            warn_free_percent: default_warn(),
+            critical_free_percent: default_critical(),
+            docker_root: default_docker_root(),
+            prune_seen_alerts_days: default_seen_days(),
+        }
+    }
+}
+
+/// The kind of warm app; it sets defaults (statefulness, probes) an operator can override.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Stateless proxy: version rollback only, probed at `/ping`.
+    Traefik,
+    /// Shared SSO: stateful, probed at `/realms/master`.
+    Keycloak,
+    #[default]
+    Custom,
+}
+
+/// Which version an app is kept on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Track {
+    /// The newest version the safety gate lets through.
+    #[default]
+    Latest,
+    /// Exactly this version (upgrades still pass the gate and the health check).
+    Pinned(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    #[serde(default)]
+    pub preset: Preset,
+    /// The Co-op Cloud recipe name.
+    pub recipe: String,
+    /// Where the recipe's git repository is; defaults to the Co-op Cloud catalogue.
+    #[serde(default)]
+    pub repo: Option<String>,
+    pub domain: String,
+    /// Swarm stack name; defaults to the domain with dots replaced, as abra does.
+    #[serde(default)]
+    pub stack: Option<String>,
+    /// The app's env file (`.env` as abra keeps it); used by the stack deployer.
+    #[serde(default)]
+    pub env_file: Option<PathBuf>,
+    /// Whether volumes are snapshotted around an upgrade; defaults from the preset.
+    #[serde(default)]
+    pub stateful: Option<bool>,
+    #[serde(default)]
+    pub track: Track,
+    /// Version to deploy when the app has no last-good version yet (default: newest safe).
+    #[serde(default)]
+    pub initial_version: Option<String>,
+    /// Versions released from the safety gate by config (as `ci-warm approve` does).
+    #[serde(default)]
+    pub approved: Vec<String>,
+    /// HTTP probes of the health gate; empty means the preset's probe (if any).
+    #[serde(default)]
+    pub probes: Vec<Probe>,
+    /// Overrides `health.timeout_secs` for this app.
+    #[serde(default)]
+    pub health_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    #[serde(default = "default_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// Host header to send (e.g. to reach an app through traefik by its domain).
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+/// An enrolled recipe: its canonical deployment tracks the canonical registry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Canonical {
+    /// The version to keep the canonical on until the canonical registry has an entry for the
+    /// recipe; the registry's version wins once a cold run has promoted one.
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Defaults to `warm-<recipe>.<ci_domain>`.
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub stack: Option<String>,
+    #[serde(default)]
+    pub env_file: Option<PathBuf>,
+    #[serde(default)]
+    pub probes: Vec<Probe>,
+    #[serde(default)]
+    pub approved: Vec<String>,
+    #[serde(default)]
+    pub health_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// At most this many cold runs per sweep.
+    #[serde(default = "default_max_tests")]
+    pub max_tests: u32,
+    /// Cold-test argv template; `{recipe}`, `{version}` and `{run}` are substituted per item.
+    #[serde(default)]
+    pub cold_command: Vec<String>,
+    /// A cold run still going after this many seconds is stopped and recorded as failed, so
+    /// one hung run cannot stall the sweep; 0 means no limit.
+    #[serde(default = "default_cold_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_max_tests() -> u32 {
+    5
+}
+
+fn default_cold_timeout() -> u64 {
+    4 * 3600
+}
+
+// By hand, so a config without a `sweep` section gets the same defaults as an empty one.
+impl Default for Sweep {
+    fn default() -> Self {
+        Sweep {
+            max_tests: default_max_tests(),
+            cold_command: Vec::new(),
+            timeout_secs: default_cold_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Keycloak {
+    /// Base URL of the warm keycloak, e.g. `https://sso.ci.example.org`.
+    pub url: String,
+    #[serde(default = "default_admin_user")]
+    pub admin_user: String,
+    /// Where the admin password is read from; never inline in the config.
+    pub admin_password: Secret,
+    /// Per-run realms younger than this are never reaped.
+    #[serde(default = "default_grace")]
+    pub reap_grace_secs: u64,
+}
+
+fn default_admin_user() -> String {
+    "admin".to_owned()
+}
+fn default_grace() -> u64 {
+    6 * 3600
+}
+
+/// A secret's location. Secrets are read at use and never logged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Secret {
+    /// An absolute file path.
+    File(PathBuf),
+    /// A systemd credential name, read from `$CREDENTIALS_DIRECTORY/<name>`.
+    Credential(String),
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {problem}")]
+    Parse { path: PathBuf, problem: String },
+    #[error("config {path} is invalid:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One semantic problem, located by its JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at `{}`: {}", self.path, self.message)
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let config: Config =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                problem: describe_parse_error(&e),
+            })?;
+        de.end().map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            problem: e.to_string(),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every semantic problem of an already parsed config.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut push = |path: String, message: String| out.push(Problem { path, message });
+
+        if !self.state_dir.is_absolute() {
+            push("state_dir".into(), "must be an absolute path".into());
+        }
+        if let Some(d) = &self.ci_domain
+            && let Err(e) = names::check_domain(d)
+        {
+            push("ci_domain".into(), e.to_string());
+        }
+        if let Deployer::Abra { server, .. } = &self.deployer
+            && server.trim().is_empty()
+        {
+            push("deployer.server".into(), "must name the abra server".into());
+        }
+        if self.health.timeout_secs == 0 {
+            push(
+                "health.timeout_secs".into(),
+                "must be greater than 0".into(),
+            );
+        }
+        if self.health.interval_ms == 0 {
+            push("health.interval_ms".into(), "must be greater than 0".into());
+        }
+        if self.snapshot.reserve_percent >= 100 {
+            push(
+                "snapshot.reserve_percent".into(),
+                "must be below 100".into(),
+            );
+        }
+        if self.disk.warn_free_percent > 100 || self.disk.critical_free_percent > 100 {
+            push("disk".into(), "percentages must be at most 100".into());
+        }
+        if self.disk.critical_free_percent > self.disk.warn_free_percent {
+            push(
+                "disk.critical_free_percent".into(),
+                format!(
+                    "must not be above disk.warn_free_percent ({})",
+                    self.disk.warn_free_percent
+                ),
+            );
+        }
+        if let Some(argv) = &self.alerts.on_alert
+            && argv.first().is_none_or(|a| a.is_empty())
+        {
+            push(
+                "alerts.on_alert".into(),
+                "must be a non-empty argv list".into(),
+            );
+        }
+        if let Some(p) = &self.metrics_file
+            && !p.is_absolute()
+        {
+            push("metrics_file".into(), "must be an absolute path".into());
+        }
+
+        let mut stacks: BTreeMap<String, String> = BTreeMap::new();
+        let mut claim_stack = |stack: String, owner: String, out: &mut Vec<Problem>| {
+            if let Some(prev) = stacks.insert(stack.clone(), owner.clone()) {
+                out.push(Problem {
+                    path: owner.clone(),
+                    message: format!("stack `{stack}` is already used by `{prev}`"),
+                });
+            }
+        };
+
+        for (name, app) in &self.apps {
+            let at = |k: &str| format!("apps.{name}.{k}");
+            if let Err(e) = names::check_app(name) {
+                out.push(Problem {
+                    path: format!("apps.{name}"),
+                    message: e.to_string(),
+                });
+            }
+            if let Err(e) = names::check("recipe", &app.recipe) {
+                out.push(Problem {
+                    path: at("recipe"),
+                    message: e.to_string(),
+                });
+            }
+            if let Err(e) = names::check_domain(&app.domain) {
+                out.push(Problem {
+                    path: at("domain"),
+                    message: e.to_string(),
+                });
+            }
+            check_repo(app.repo.as_deref(), &at("repo"), &mut out);
+            check_env_file(app.env_file.as_deref(), &at("env_file"), &mut out);
+            if let Some(v) = &app.initial_version {
+                check_version(v, &at("initial_version"), &mut out);
+            }
+            if let Track::Pinned(v) = &app.track {
+                check_version(v, &at("track.pinned"), &mut out);
+            }
+            for (i, v) in app.approved.iter().enumerate() {
+                check_version(v, &format!("apps.{name}.approved[{i}]"), &mut out);
+            }
+            check_probes(&app.probes, &format!("apps.{name}.probes"), &mut out);
+            if app.health_timeout_secs == Some(0) {
+                out.push(Problem {
+                    path: at("health_timeout_secs"),
+                    message: "must be greater than 0".into(),
+                });
+            }
+            let stack = self.app_stack(name, app);
+            match names::check_stack(&stack) {
+                Ok(()) => claim_stack(stack, format!("apps.{name}"), &mut out),
+                Err(e) => out.push(Problem {
+                    path: at("stack"),
+                    message: e.to_string(),
+                }),
+            }
+        }
+
+        for (recipe, c) in &self.canonicals {
+            let at = |k: &str| format!("canonicals.{recipe}.{k}");
+            if let Err(e) = names::check("recipe", recipe) {
+                out.push(Problem {
+                    path: format!("canonicals.{recipe}"),
+                    message: e.to_string(),
+                });
+            }
+            let app_name = canonical_app_name(recipe);
+            if self.apps.contains_key(&app_name) {
+                out.push(Problem {
+                    path: format!("canonicals.{recipe}"),
+                    message: format!("its app name `{app_name}` is also configured under `apps`"),
+                });
+            }
+            match self.canonical_domain(recipe, c) {
+                Some(d) => {
+                    if let Err(e) = names::check_domain(&d) {
+                        out.push(Problem {
+                            path: at("domain"),
+                            message: e.to_string(),
+                        });
+                    }
+                    let stack = c.stack.clone().unwrap_or_else(|| names::stack_from_domain(&d));
+                    match names::check_stack(&stack) {
+                        Ok(()) => claim_stack(stack, format!("canonicals.{recipe}"), &mut out),
+                        Err(e) => out.push(Problem {
+                            path: at("stack"),
+                            message: e.to_string(),
+                        }),
+                    }
+                }
+                None => out.push(Problem {
+                    path: at("domain"),
+                    message: "needs a domain, or a top-level `ci_domain` to derive warm-<recipe>.<ci_domain>".into(),
+                }),
+            }
+            if let Some(v) = &c.version {
+                check_version(v, &at("version"), &mut out);
+            }
+            check_repo(c.repo.as_deref(), &at("repo"), &mut out);
+            check_env_file(c.env_file.as_deref(), &at("env_file"), &mut out);
+            for (i, v) in c.approved.iter().enumerate() {
+                check_version(v, &format!("canonicals.{recipe}.approved[{i}]"), &mut out);
+            }
+            check_probes(&c.probes, &format!("canonicals.{recipe}.probes"), &mut out);
+        }
+
+        const PLACEHOLDERS: [&str; 3] = ["{recipe}", "{version}", "{run}"];
+        for (i, arg) in self.sweep.cold_command.iter().enumerate() {
+            let mut rest = arg.as_str();
+            while let Some(start) = rest.find('{') {
+                let tail = &rest[start..];
+                match PLACEHOLDERS.iter().find(|p| tail.starts_with(**p)) {
+                    Some(p) => rest = &tail[p.len()..],
+                    None => {
+                        out.push(Problem {
+                            path: format!("sweep.cold_command[{i}]"),
+                            message: format!(
+                                "unknown placeholder in {arg:?}; use {}",
+                                PLACEHOLDERS.join(", ")
+                            ),
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(k) = &self.keycloak {
+            if !(k.url.starts_with("http://") || k.url.starts_with("https://")) {
+                out.push(Problem {
+                    path: "keycloak.url".into(),
+                    message: format!("{:?} must start with http:// or https://", k.url),
+                });
+            }
+            match &k.admin_password {
+                Secret::File(p) if !p.is_absolute() => out.push(Problem {
+                    path: "keycloak.admin_password.file".into(),
+                    message: "must be an absolute path".into(),
+                }),
+                Secret::Credential(c) if names::check("credential", c).is_err() => {
+                    out.push(Problem {
+                        path: "keycloak.admin_password.credential".into(),
+                        message: format!("{c:?} is not a valid credential name"),
+                    })
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The stack an app deploys to.
+    pub fn app_stack(&self, _name: &str, app: &App) -> String {
+        app.stack
+            .clone()
+            .unwrap_or_else(|| names::stack_from_domain(&app.domain))
+    }
+
+    /// The domain a canonical lives at.
+    pub fn canonical_domain(&self, recipe: &str, c: &Canonical) -> Option<String> {
+        c.domain.clone().or_else(|| {
+            self.ci_domain
+                .as_ref()
+                .map(|d| format!("{}.{d}", canonical_app_name(recipe)))
+        })
+    }
+}
+
+/// The app name (and state directory) of a recipe's canonical deployment.
+pub fn canonical_app_name(recipe: &str) -> String {
+    format!("warm-{recipe}")
+}
+
+fn check_version(v: &str, path: &str, out: &mut Vec<Problem>) {
+    if let Err(e) = v.parse::<Version>() {
+        out.push(Problem {
+            path: path.to_owned(),
+            message: e.to_string(),
+        });
+    }
+}
+
+fn check_repo(repo: Option<&str>, path: &str, out: &mut Vec<Problem>) {
+    if let Some(r) = repo
+        && (r.trim().is_empty() || r.starts_with('-'))
+    {
+        out.push(Problem {
+            path: path.to_owned(),
+            message: format!("{r:?} is not a usable git URL or path"),
+        });
+    }
+}
+
+fn check_env_file(p: Option<&Path>, path: &str, out: &mut Vec<Problem>) {
+    if let Some(p) = p
+        && !p.is_absolute()
+    {
+        out.push(Problem {
+            path: path.to_owned(),
+            message: "must be an absolute path".into(),
+        });
+    }
+}
+
+fn check_probes(probes: &[Probe], path: &str, out: &mut Vec<Problem>) {
+    for (i, p) in probes.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let rest = p
+            .url
+            .strip_prefix("http://")
+            .or_else(|| p.url.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+            out.push(Problem {
+                path: format!("{at}.url"),
+                message: format!("{:?} must be an http:// or https:// URL with a host", p.url),
+            });
+        }
+        if !(100..=599).contains(&p.status) {
+            out.push(Problem {
+                path: format!("{at}.status"),
+                message: format!("{} is not an HTTP status", p.status),
+            });
+        }
+    }
+}
+
+/// Turns serde's message into one that names the path, the bad key and the nearest valid one.
+fn describe_parse_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner();
+    let path = e.path().to_string();
+    let location = format!("line {} column {}", inner.line(), inner.column());
+    let msg = inner.to_string();
+    // serde_json appends " at line L column C"; we print the location ourselves.
+    let msg = msg
+        .rsplit_once(" at line ")
+        .map_or(msg.as_str(), |(m, _)| m)
+        .to_owned();
+    // serde echoes the offending value; under a secret's key that value may be the secret.
+    if SECRET_KEYS.iter().any(|k| path.contains(k)) {
+        return format!(
+            "at `{path}` ({location}): expected {{\"file\": \"/absolute/path\"}} or {{\"credential\": \"name\"}}; secrets are never accepted inline"
+        );
+    }
+    let kind = if msg.starts_with("unknown field") {
+        Some("key")
+    } else if msg.starts_with("unknown variant") {
+        Some("value")
+    } else {
+        None
+    };
+    match kind {
+        Some(kind) => {
+            let quoted = backticked(&msg);
+            let (bad, valid) = quoted.split_first().map_or(("", &[][..]), |(b, v)| (*b, v));
+            let hint = nearest(bad, valid)
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            let container = parent_path(&path);
+            let valid_list = if valid.is_empty() {
+                "none".to_owned()
+            } else {
+                valid.join(", ")
+            };
+            format!(
+                "unknown {kind} `{bad}` at `{container}` ({location}){hint}; valid: {valid_list}"
+            )
+        }
+        None if path == "." => format!("{msg} ({location})"),
+        None => format!("at `{path}`: {msg} ({location})"),
+    }
+}
+
+/// Keys whose values may hold a secret and must never be echoed in an error.
+const SECRET_KEYS: [&str; 3] = ["password", "token", "secret"];
+
+/// The path of the object holding the offending key (`.` for the top level).
+fn parent_path(path: &str) -> String {
+    match path.rsplit_once('.') {
+        Some((parent, _)) if !parent.is_empty() => parent.to_owned(),
+        _ => ".".to_owned(),
+    }
+}
+
+fn backticked(msg: &str) -> Vec<&str> {
+    msg.split('`').skip(1).step_by(2).collect()
+}
+
+fn nearest<'a>(bad: &str, valid: &[&'a str]) -> Option<&'a str> {
+    valid
+        .iter()
+        .map(|v| (strsim::damerau_levenshtein(bad, v), *v))
+        .filter(|(d, v)| *d <= 3.max(v.len() / 3) && *d < v.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests;

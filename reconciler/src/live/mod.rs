@@ -1,0 +1,253 @@
+//! The real Platform (here) and its snapshot adapter (`snap`): the state machine wired to git, the
+//! deployers, Docker and the snapshot engine. May import: `config`, `upgrade`, `platform`.
+//!
+//! The real [`Platform`]: git for the recipe, a real deployer, the Docker API for observation
+//! and the snapshot engine for volumes. The state machine in `reconcile.rs` only sees the trait.
+
+pub mod snap;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use crate::config::spec::AppPlan;
+use crate::config::{Config, Deployer as DeployerConfig};
+use crate::platform::deploy::abra::AbraDeployer;
+use crate::platform::deploy::stack::StackDeployer;
+use crate::platform::deploy::{DeployTarget, Deployer, Revision};
+use crate::platform::docker::{self, Engine, SwarmView};
+use crate::upgrade::gate::Release;
+use crate::upgrade::health::{Expected, GateTiming, HealthGate, HttpProbe, Verdict};
+use crate::upgrade::recipe::{GitRecipe, RecipeSource, Rev};
+use crate::upgrade::reconcile::{Health, Platform, Verified};
+use crate::upgrade::version::Version;
+
+/// Everything with side effects for one app.
+pub struct LivePlatform {
+    pub plan: AppPlan,
+    pub app_dir: PathBuf,
+    recipe: GitRecipe,
+    engine: Arc<Engine>,
+    deployer: Box<dyn Deployer>,
+    reserve: snap::Reserve,
+    rt: tokio::runtime::Runtime,
+    /// Abra's env file location when the config names none.
+    default_env_file: Option<PathBuf>,
+    /// The summary of the snapshot this run took, for the metrics file.
+    pub last_snapshot: Option<ci_warm_snapshot::Summary>,
+}
+
+impl LivePlatform {
+    pub fn new(config: &Config, plan: AppPlan) -> anyhow::Result<LivePlatform> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let engine = Arc::new(
+            rt.block_on(Engine::connect())
+                .with_context(|| format!("connecting to Docker for app {}", plan.spec.name))?,
+        );
+        let (deployer, default_env_file): (Box<dyn Deployer>, Option<PathBuf>) =
+            match &config.deployer {
+                DeployerConfig::Stack => (Box::new(StackDeployer::new(engine.clone())), None),
+                DeployerConfig::Abra { abra, server } => (
+                    Box::new(AbraDeployer::new(engine.clone(), abra.clone())),
+                    std::env::var_os("HOME").map(|home| {
+                        PathBuf::from(home)
+                            .join(".abra/servers")
+                            .join(server)
+                            .join(format!("{}.env", plan.domain))
+                    }),
+                ),
+            };
+        let app_dir = config.state_dir.join(&plan.spec.name);
+        let recipe = GitRecipe::new(
+            plan.repo.clone(),
+            GitRecipe::cache_dir_for(&config.state_dir, &plan.spec.name),
+        )?;
+        Ok(LivePlatform {
+            reserve: snap::Reserve {
+                bytes: config.snapshot.reserve_bytes,
+                percent: config.snapshot.reserve_percent,
+            },
+            plan,
+            app_dir,
+            recipe,
+            engine,
+            deployer,
+            rt,
+            default_env_file,
+            last_snapshot: None,
+        })
+    }
+
+    fn target(&self, revision: Revision) -> anyhow::Result<DeployTarget> {
+        let env_file = self
+            .plan
+            .env_file
+            .clone()
+            .or_else(|| self.default_env_file.clone())
+            .with_context(|| {
+                format!(
+                    "app {} has no env_file (the stack deployer needs one)",
+                    self.plan.spec.name
+                )
+            })?;
+        Ok(DeployTarget {
+            app: self.plan.spec.name.clone(),
+            domain: self.plan.domain.clone(),
+            stack: self.plan.stack.clone(),
+            checkout: self.checkout_dir(),
+            env_file,
+            revision,
+        })
+    }
+
+    /// Where the recipe revision being deployed is checked out.
+    pub fn checkout_dir(&self) -> PathBuf {
+        self.app_dir.join("checkout")
+    }
+
+    /// Deploys any revision (a version, or a chaos ref for the quick lane).
+    pub fn deploy_revision(&mut self, rev: &Rev, revision: Revision) -> anyhow::Result<()> {
+        let dir = self.checkout_dir();
+        self.recipe
+            .checkout(rev, &dir)
+            .with_context(|| format!("checking out {rev} of recipe {}", self.plan.spec.recipe))?;
+        let target = self.target(revision)?;
+        self.rt
+            .block_on(self.deployer.deploy(&target))
+            .with_context(|| format!("deploying {} of app {}", target.revision, target.app))
+    }
+
+    /// Health-gates whatever revision is expected.
+    pub fn gate(&mut self, revision: Revision) -> anyhow::Result<Health> {
+        let probes: Vec<HttpProbe> = self.plan.probes.iter().map(HttpProbe::from).collect();
+        let expected = Expected {
+            stack: self.plan.stack.clone(),
+            revision,
+        };
+        let timing = GateTiming {
+            timeout: self.plan.health_timeout,
+            interval: self.plan.health_interval,
+            ..GateTiming::default()
+        };
+        let gate = HealthGate::new(self.engine.as_ref(), timing);
+        let verdict = self
+            .rt
+            .block_on(gate.wait(&expected, &probes))
+            .with_context(|| format!("health-gating app {}", self.plan.spec.name))?;
+        Ok(match verdict {
+            Verdict::Healthy => Health::Healthy,
+            Verdict::Unhealthy { reason } => Health::Unhealthy(reason),
+        })
+    }
+
+    /// The volumes a snapshot covers, keyed by their compose name (without `<stack>_`), so a
+    /// snapshot survives a stack rename.
+    pub fn volumes(&self) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        let stack = &self.plan.stack;
+        let (services, volumes) = self.rt.block_on(async {
+            let services = self.engine.services(stack).await?;
+            let volumes = self.engine.volumes(stack).await?;
+            Ok::<_, docker::DockerError>((services, volumes))
+        })?;
+        Ok(docker::backed_up_volumes(stack, &services, &volumes)
+            .into_iter()
+            .map(|v| {
+                let short = v
+                    .name
+                    .strip_prefix(stack.as_str())
+                    .and_then(|r| r.strip_prefix('_'))
+                    .unwrap_or(&v.name)
+                    .to_owned();
+                (short, PathBuf::from(v.mountpoint))
+            })
+            .collect())
+    }
+
+    /// Refuses when any container, running or stopped, still uses one of the volumes.
+    pub fn ensure_unused(&self, volumes: &[(String, PathBuf)]) -> anyhow::Result<()> {
+        for (short, _) in volumes {
+            let full = format!("{}_{short}", self.plan.stack);
+            let users = self.rt.block_on(self.engine.containers_using(&full))?;
+            if !users.is_empty() {
+                let names: Vec<String> = users
+                    .iter()
+                    .map(|c| format!("{} ({})", c.name, c.state))
+                    .collect();
+                bail!(
+                    "volume {full} of app {} is in use by {}; undeploy the app first",
+                    self.plan.spec.name,
+                    names.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn snapshot_dir(&self) -> PathBuf {
+        snap::snapshot_dir(&self.app_dir)
+    }
+
+    pub fn app_dir(&self) -> &Path {
+        &self.app_dir
+    }
+
+    pub fn recipe(&mut self) -> &mut GitRecipe {
+        &mut self.recipe
+    }
+}
+
+impl Platform for LivePlatform {
+    fn releases(&mut self) -> anyhow::Result<Vec<Release>> {
+        self.recipe.fetch()?;
+        Ok(self.recipe.releases()?)
+    }
+
+    fn deploy(&mut self, version: &Version) -> anyhow::Result<()> {
+        self.deploy_revision(
+            &Rev::Version(version.clone()),
+            Revision::Version(version.to_string()),
+        )
+    }
+
+    fn undeploy(&mut self) -> anyhow::Result<()> {
+        let target = DeployTarget {
+            app: self.plan.spec.name.clone(),
+            domain: self.plan.domain.clone(),
+            stack: self.plan.stack.clone(),
+            checkout: self.checkout_dir(),
+            env_file: self.plan.env_file.clone().unwrap_or_default(),
+            revision: Revision::Version(String::new()),
+        };
+        self.rt
+            .block_on(self.deployer.undeploy(&target))
+            .with_context(|| format!("undeploying app {}", self.plan.spec.name))
+    }
+
+    fn health(&mut self, version: &Version) -> anyhow::Result<Health> {
+        self.gate(Revision::Version(version.to_string()))
+    }
+
+    fn take_snapshot(&mut self) -> anyhow::Result<()> {
+        let volumes = self.volumes()?;
+        self.ensure_unused(&volumes)?;
+        let summary = snap::take(&self.app_dir, &volumes, self.reserve)
+            .with_context(|| format!("snapshotting the volumes of app {}", self.plan.spec.name))?;
+        self.last_snapshot = Some(summary);
+        Ok(())
+    }
+
+    fn verify_snapshot(&mut self) -> anyhow::Result<Verified> {
+        snap::verify(&self.app_dir)
+    }
+
+    fn restore_snapshot(&mut self) -> anyhow::Result<()> {
+        let volumes = self.volumes()?;
+        self.ensure_unused(&volumes)?;
+        snap::restore(&self.app_dir, &volumes)
+            .with_context(|| format!("restoring the volumes of app {}", self.plan.spec.name))
+    }
+}

@@ -1,0 +1,557 @@
+//! The health gate (DESIGN.md, "Health gate"): a deployment proves itself or is rolled back.
+//!
+//! All must hold, polled until a deadline:
+//! - every service of the stack converged: replicated services run as many tasks as desired
+//!   (a task counts once swarm reports it `running`; swarm keeps a task with a healthcheck in
+//!   `starting` until its first check passes, and a container still `starting`/`unhealthy`
+//!   does not count either); one-shots (`replicated-job`, or `restart_policy: none`) count when
+//!   their tasks are all `complete`;
+//! - no service is in a swarm rollback or paused update state;
+//! - the `<stack>_app` service carries the target's version label;
+//! - every configured HTTP probe answers as expected.
+//!
+//! [`decide`] is a pure function over one observation and the probe results, so every rule is
+//! unit-tested; [`HealthGate::wait`] is the thin polling loop around it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::time::Instant;
+
+use crate::platform::deploy::Revision;
+use crate::platform::docker::{
+    ContainerHealth, DockerError, RestartCondition, ServiceMode, ServiceObs, SwarmView, TaskObs,
+    TaskState, UpdateState,
+};
+
+/// The gate's verdict. The reason names every failing check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    Unhealthy { reason: String },
+}
+
+impl Verdict {
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, Verdict::Healthy)
+    }
+}
+
+/// An HTTP probe of the gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProbe {
+    pub url: String,
+    pub status: u16,
+    pub body_contains: Option<String>,
+    /// Host header to send (to reach an app through traefik by its domain).
+    pub host: Option<String>,
+}
+
+impl From<&crate::config::Probe> for HttpProbe {
+    fn from(p: &crate::config::Probe) -> Self {
+        HttpProbe {
+            url: p.url.clone(),
+            status: p.status,
+            body_contains: p.body_contains.clone(),
+            host: p.host.clone(),
+        }
+    }
+}
+
+/// How one probe answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    Ok,
+    WrongStatus {
+        got: u16,
+    },
+    BodyMismatch {
+        status: u16,
+    },
+    /// Connection refused, timeout, TLS, ...: the error's text.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    pub probe: HttpProbe,
+    pub outcome: ProbeOutcome,
+}
+
+/// What the deployment must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub stack: String,
+    pub revision: Revision,
+}
+
+impl Expected {
+    /// The service abra stamps the version label on.
+    pub fn app_service(&self) -> String {
+        format!("{}_app", self.stack)
+    }
+}
+
+/// Update states a deployment does not get out of by itself: swarm gave up on the update
+/// (paused) or is undoing it (rollback_*), which means the target is not what runs.
+fn is_failed_update(s: UpdateState) -> bool {
+    matches!(
+        s,
+        UpdateState::Paused
+            | UpdateState::RollbackStarted
+            | UpdateState::RollbackPaused
+            | UpdateState::RollbackCompleted
+    )
+}
+
+/// The gate's decision over one observation of the stack's services and the probe results.
+pub fn decide(expected: &Expected, services: &[ServiceObs], probes: &[ProbeResult]) -> Verdict {
+    let mut failures: Vec<String> = Vec::new();
+    if services.is_empty() {
+        failures.push(format!("stack {} has no services", expected.stack));
+    }
+    for s in services {
+        if s.update_state == Some(UpdateState::Updating) {
+            failures.push(format!("service {} is still updating", s.name));
+        }
+        if let Some(state) = s.update_state.filter(|st| is_failed_update(*st)) {
+            let mut f = format!("service {} is in update state {}", s.name, state.as_str());
+            if let Some(m) = &s.update_message {
+                f.push_str(&format!(" ({m})"));
+            }
+            failures.push(f);
+        }
+    }
+    if !services.is_empty() {
+        failures.extend(check_version_label(expected, services));
+    }
+    for s in services {
+        if let Err(f) = converged(s) {
+            failures.push(f);
+        }
+    }
+    for p in probes {
+        if let Some(f) = probe_failure(p) {
+            failures.push(f);
+        }
+    }
+    if failures.is_empty() {
+        Verdict::Healthy
+    } else {
+        Verdict::Unhealthy {
+            reason: failures.join("; "),
+        }
+    }
+}
+
+/// A failure no amount of waiting fixes (swarm rolled back or paused the update); the gate stops
+/// polling on it instead of burning its whole timeout.
+pub fn settled_failure(services: &[ServiceObs]) -> Option<String> {
+    services.iter().find_map(|s| {
+        s.update_state
+            .filter(|st| is_failed_update(*st))
+            .map(|st| format!("service {} is in update state {}", s.name, st.as_str()))
+    })
+}
+
+fn check_version_label(expected: &Expected, services: &[ServiceObs]) -> Option<String> {
+    let name = expected.app_service();
+    let key = expected.revision.label_key(&expected.stack);
+    let want = expected.revision.value();
+    let Some(app) = services.iter().find(|s| s.name == name) else {
+        return Some(format!(
+            "service {name} not found, so its version label {key} cannot be checked (expected {want})"
+        ));
+    };
+    match app.labels.get(&key) {
+        None => Some(format!(
+            "version label {key} missing on service {name}, expected {want}"
+        )),
+        Some(got) if !expected.revision.matches_label(got) => {
+            Some(format!("version label {key} = {got}, expected {want}"))
+        }
+        Some(_) => None,
+    }
+}
+
+/// Whether a task counts as running: swarm says running and, where the container's health is
+/// visible, the container is not still starting or unhealthy.
+fn is_up(t: &TaskObs) -> bool {
+    t.state == TaskState::Running
+        && !matches!(
+            t.health,
+            Some(ContainerHealth::Starting | ContainerHealth::Unhealthy)
+        )
+}
+
+fn describe_task(t: &TaskObs) -> String {
+    let mut d = format!("task {}", t.state);
+    match t.health {
+        Some(ContainerHealth::Starting) => d.push_str(", health starting"),
+        Some(ContainerHealth::Unhealthy) => d.push_str(", unhealthy"),
+        _ => {}
+    }
+    if let Some(code) = t.exit_code.filter(|_| t.state.is_terminal()) {
+        d.push_str(&format!(", exit {code}"));
+    }
+    if let Some(e) = &t.error {
+        d.push_str(&format!(": {e}"));
+    }
+    d
+}
+
+/// The most recent failed task of a service, for saying why replicas are missing (a crash loop
+/// shows as a fresh `starting` task with the crash in the history).
+fn last_failure(tasks: &[TaskObs]) -> Option<&TaskObs> {
+    tasks
+        .iter()
+        .filter(|t| matches!(t.state, TaskState::Failed | TaskState::Rejected))
+        .max_by(|a, b| a.created_at.cmp(&b.created_at))
+}
+
+/// `Ok` when the service converged, else the failure naming it.
+fn converged(s: &ServiceObs) -> Result<(), String> {
+    match s.mode {
+        ServiceMode::ReplicatedJob { total_completions } => {
+            job_converged(s, Some(total_completions))
+        }
+        ServiceMode::GlobalJob => job_converged(s, None),
+        ServiceMode::Replicated { replicas } if s.restart == RestartCondition::None => {
+            one_shot_converged(s, replicas)
+        }
+        ServiceMode::Replicated { replicas } => {
+            let current: Vec<&TaskObs> = s
+                .tasks
+                .iter()
+                .filter(|t| t.desired_state == TaskState::Running)
+                .collect();
+            let up = current.iter().filter(|t| is_up(t)).count() as u64;
+            if up == replicas {
+                return Ok(());
+            }
+            Err(format!(
+                "service {}: {up}/{replicas} running{}",
+                s.name,
+                why_not_up(&current, &s.tasks)
+            ))
+        }
+        ServiceMode::Global => {
+            let current: Vec<&TaskObs> = s
+                .tasks
+                .iter()
+                .filter(|t| t.desired_state == TaskState::Running)
+                .collect();
+            let up = current.iter().filter(|t| is_up(t)).count();
+            if !current.is_empty() && up == current.len() {
+                return Ok(());
+            }
+            Err(format!(
+                "service {} (global): {up}/{} running{}",
+                s.name,
+                current.len(),
+                why_not_up(&current, &s.tasks)
+            ))
+        }
+    }
+}
+
+/// ` (task starting; last failure: ...)`, or empty when there is nothing to say.
+fn why_not_up(current: &[&TaskObs], all: &[TaskObs]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    // The least advanced current task is the one holding convergence back.
+    if let Some(t) = current.iter().filter(|t| !is_up(t)).min_by_key(|t| t.state) {
+        parts.push(describe_task(t));
+    } else if current.is_empty() {
+        parts.push("no task scheduled".to_owned());
+    }
+    if let Some(f) = last_failure(all) {
+        parts.push(format!("last failure: {}", describe_task(f)));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
+}
+
+/// `restart_policy: none`: each slot's newest task must be complete with exit 0, or running.
+/// Older tasks are history from earlier deployments and say nothing about this one.
+fn one_shot_converged(s: &ServiceObs, replicas: u64) -> Result<(), String> {
+    let mut newest: BTreeMap<i64, &TaskObs> = BTreeMap::new();
+    for t in &s.tasks {
+        let slot = t.slot.unwrap_or(0);
+        if newest
+            .get(&slot)
+            .is_none_or(|n| t.created_at > n.created_at)
+        {
+            newest.insert(slot, t);
+        }
+    }
+    let done = newest
+        .values()
+        .filter(|t| is_up(t) || (t.state == TaskState::Complete && t.exit_code.unwrap_or(0) == 0))
+        .count() as u64;
+    if done >= replicas {
+        return Ok(());
+    }
+    let stuck = newest
+        .values()
+        .find(|t| !(is_up(t) || t.state == TaskState::Complete));
+    Err(format!(
+        "service {} (one-shot): {done}/{replicas} complete or running{}",
+        s.name,
+        stuck.map_or(String::new(), |t| format!(" ({})", describe_task(t)))
+    ))
+}
+
+/// Job mode: the newest iteration's tasks must have completed `total` times (global jobs: every
+/// task of the newest iteration complete).
+fn job_converged(s: &ServiceObs, total: Option<u64>) -> Result<(), String> {
+    let iteration = s.tasks.iter().filter_map(|t| t.job_iteration).max();
+    let tasks: Vec<&TaskObs> = s
+        .tasks
+        .iter()
+        .filter(|t| iteration.is_none() || t.job_iteration == iteration)
+        .collect();
+    let complete = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Complete)
+        .count() as u64;
+    let want = total.unwrap_or(tasks.len() as u64).max(1);
+    if complete >= want {
+        return Ok(());
+    }
+    let stuck = tasks
+        .iter()
+        .filter(|t| t.state != TaskState::Complete)
+        .max_by(|a, b| a.created_at.cmp(&b.created_at));
+    Err(format!(
+        "service {} (job): {complete}/{want} complete{}",
+        s.name,
+        stuck.map_or(" (no task scheduled)".to_owned(), |t| format!(
+            " ({})",
+            describe_task(t)
+        ))
+    ))
+}
+
+fn probe_failure(p: &ProbeResult) -> Option<String> {
+    let url = &p.probe.url;
+    let host = p
+        .probe
+        .host
+        .as_ref()
+        .map_or(String::new(), |h| format!(" (Host: {h})"));
+    match &p.outcome {
+        ProbeOutcome::Ok => None,
+        ProbeOutcome::WrongStatus { got } => Some(format!(
+            "probe {url}{host}: status {got}, expected {}",
+            p.probe.status
+        )),
+        ProbeOutcome::BodyMismatch { status } => Some(format!(
+            "probe {url}{host}: status {status} but the body does not contain {:?}",
+            p.probe.body_contains.as_deref().unwrap_or_default()
+        )),
+        ProbeOutcome::Failed(e) => Some(format!("probe {url}{host}: {e}")),
+    }
+}
+
+/// The most of a response body a probe reads: enough for any health page, bounded against a
+/// misbehaving app streaming forever.
+const MAX_BODY: usize = 1 << 20;
+
+/// Runs one probe. Redirects are not followed, so a probe can expect a 30x.
+pub async fn run_probe(client: &reqwest::Client, probe: &HttpProbe) -> ProbeResult {
+    let outcome = match probe_once(client, probe).await {
+        Ok(o) => o,
+        Err(e) => ProbeOutcome::Failed(error_chain(&e)),
+    };
+    ProbeResult {
+        probe: probe.clone(),
+        outcome,
+    }
+}
+
+async fn probe_once(
+    client: &reqwest::Client,
+    probe: &HttpProbe,
+) -> Result<ProbeOutcome, reqwest::Error> {
+    let mut req = client.get(&probe.url);
+    if let Some(h) = &probe.host {
+        req = req.header(reqwest::header::HOST, h);
+    }
+    let mut resp = req.send().await?;
+    let status = resp.status().as_u16();
+    if status != probe.status {
+        return Ok(ProbeOutcome::WrongStatus { got: status });
+    }
+    let Some(needle) = &probe.body_contains else {
+        return Ok(ProbeOutcome::Ok);
+    };
+    let mut body: Vec<u8> = Vec::new();
+    while body.len() < MAX_BODY {
+        match resp.chunk().await? {
+            Some(c) => body.extend_from_slice(&c),
+            None => break,
+        }
+    }
+    if String::from_utf8_lossy(&body).contains(needle.as_str()) {
+        Ok(ProbeOutcome::Ok)
+    } else {
+        Ok(ProbeOutcome::BodyMismatch { status })
+    }
+}
+
+/// reqwest's top-level message ("error sending request") hides the cause; walk the chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[derive(Debug, Error)]
+pub enum HealthError {
+    #[error("building the HTTP client for the health gate of stack {stack}: {source}")]
+    Client {
+        stack: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error(
+        "observing stack {stack} for the health gate (no successful observation within {timeout:?}): {source}"
+    )]
+    Observe {
+        stack: String,
+        timeout: Duration,
+        #[source]
+        source: DockerError,
+    },
+}
+
+/// Timing of the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateTiming {
+    /// How long the deployment may take to prove itself.
+    pub timeout: Duration,
+    /// Pause between two polls.
+    pub interval: Duration,
+    /// Per-request timeout of one HTTP probe.
+    pub probe_timeout: Duration,
+}
+
+impl Default for GateTiming {
+    fn default() -> Self {
+        GateTiming {
+            timeout: Duration::from_secs(300),
+            interval: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The polling loop around [`decide`].
+pub struct HealthGate<'a> {
+    view: &'a dyn SwarmView,
+    timing: GateTiming,
+}
+
+impl<'a> HealthGate<'a> {
+    pub fn new(view: &'a dyn SwarmView, timing: GateTiming) -> Self {
+        HealthGate { view, timing }
+    }
+
+    /// Polls until the deployment is healthy, a settled failure shows (swarm rolled back or
+    /// paused an update), or the timeout passes; then returns the last verdict. Docker errors
+    /// during polling are retried (the engine may be busy right after a deploy); an error is
+    /// returned only when no observation succeeded by the deadline.
+    pub async fn wait(
+        &self,
+        expected: &Expected,
+        probes: &[HttpProbe],
+    ) -> Result<Verdict, HealthError> {
+        let stack = &expected.stack;
+        let client = reqwest::Client::builder()
+            .timeout(self.timing.probe_timeout)
+            .connect_timeout(self.timing.probe_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|source| HealthError::Client {
+                stack: stack.clone(),
+                source,
+            })?;
+        let started = Instant::now();
+        let deadline = started + self.timing.timeout;
+        let mut last: Option<Verdict> = None;
+        let mut round = 0u32;
+        let mut healthy_rounds = 0u32;
+        loop {
+            round += 1;
+            match self.view.services(stack).await {
+                Ok(services) => {
+                    let mut results = Vec::with_capacity(probes.len());
+                    for p in probes {
+                        results.push(run_probe(&client, p).await);
+                    }
+                    let verdict = decide(expected, &services, &results);
+                    match &verdict {
+                        // Right after a deploy, swarm may not have marked the update as started
+                        // yet while the old tasks still answer: one healthy look is not enough.
+                        Verdict::Healthy if healthy_rounds == 0 => {
+                            healthy_rounds = 1;
+                            tracing::debug!(stack, round, "healthy once; confirming");
+                        }
+                        Verdict::Healthy => {
+                            tracing::info!(stack, revision = %expected.revision, round,
+                                elapsed = ?started.elapsed(), "health gate passed");
+                            return Ok(verdict);
+                        }
+                        Verdict::Unhealthy { reason } => {
+                            healthy_rounds = 0;
+                            if let Some(settled) = settled_failure(&services) {
+                                tracing::warn!(stack, %settled, %reason,
+                                    "health gate failed: swarm will not converge on the target");
+                                return Ok(verdict);
+                            }
+                            tracing::debug!(stack, round, %reason, "not healthy yet");
+                        }
+                    }
+                    last = Some(verdict);
+                }
+                Err(e) => {
+                    tracing::warn!(stack, round, error = %e, "health gate could not observe the stack");
+                    if Instant::now() >= deadline && last.is_none() {
+                        return Err(HealthError::Observe {
+                            stack: stack.clone(),
+                            timeout: self.timing.timeout,
+                            source: e,
+                        });
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                let verdict = last.unwrap_or_else(|| Verdict::Unhealthy {
+                    reason: format!("stack {stack} could not be observed"),
+                });
+                if let Verdict::Unhealthy { reason } = &verdict {
+                    tracing::warn!(stack, revision = %expected.revision, %reason,
+                        timeout = ?self.timing.timeout, "health gate timed out");
+                }
+                return Ok(verdict);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(self.timing.interval.min(left)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

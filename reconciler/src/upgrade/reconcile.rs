@@ -1,0 +1,606 @@
+//! The upgrade-with-rollback state machine of one app (DESIGN.md, "state machine").
+//!
+//! ```text
+//! stateless: deploy target -> gate -> ok: last_good := target
+//!                                  -> fail: deploy last_good -> gate -> alert(rolled-back)
+//! stateful:  undeploy -> snapshot -> deploy target -> gate -> ok: last_good := target
+//!            -> fail: undeploy -> verify snapshot -> restore -> deploy last_good -> gate -> alert
+//! ```
+//!
+//! Every step that changes the deployment is journaled in `state.json` first, so a killed run is
+//! rolled back by the next one. All side effects go through [`Platform`], which keeps this file
+//! a pure decision procedure that unit tests drive with an in-memory platform.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context;
+
+use crate::platform::exit;
+use crate::upgrade::alert::{self, Kind, NewAlert};
+use crate::upgrade::gate::{self, GatePolicy, HoldKind, Release};
+use crate::upgrade::state::{AppState, Failure, Intent, RunRecord, Step};
+use crate::upgrade::version::Version;
+
+/// The outcome of health-gating a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    Unhealthy(String),
+}
+
+/// What a snapshot verification found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    Ok,
+    Missing,
+    Corrupt(Vec<String>),
+}
+
+/// Every side effect the state machine needs, for one app.
+pub trait Platform {
+    /// Fetches the recipe and returns its releases with their notes. Failing is an error for
+    /// this run, never "no new version".
+    fn releases(&mut self) -> anyhow::Result<Vec<Release>>;
+    fn deploy(&mut self, version: &Version) -> anyhow::Result<()>;
+    /// Removes the deployment and waits until no container holds its volumes.
+    fn undeploy(&mut self) -> anyhow::Result<()>;
+    fn health(&mut self, version: &Version) -> anyhow::Result<Health>;
+    fn take_snapshot(&mut self) -> anyhow::Result<()>;
+    fn verify_snapshot(&mut self) -> anyhow::Result<Verified>;
+    fn restore_snapshot(&mut self) -> anyhow::Result<()>;
+}
+
+/// The app-level facts the state machine needs besides the platform.
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    pub name: String,
+    pub recipe: String,
+    pub stateful: bool,
+    /// `Some` pins the app to one version (a canonical tracking its registry).
+    pub pinned: Option<Version>,
+    pub initial_version: Option<Version>,
+    pub approved: BTreeSet<Version>,
+    pub manual_migration_phrases: Vec<String>,
+    pub on_alert: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    NoOp {
+        version: Version,
+    },
+    Bootstrapped {
+        version: Version,
+    },
+    Upgraded {
+        from: Version,
+        to: Version,
+    },
+    /// Nothing newer passes the gate; one or more versions are held.
+    Held {
+        version: Option<Version>,
+    },
+    RolledBack {
+        attempted: Version,
+        to: Version,
+    },
+    /// The run found an unfinished intent and rolled back.
+    Interrupted {
+        recovered: bool,
+    },
+    NotRecovered {
+        reason: String,
+    },
+    /// The upgrade could not start (the snapshot failed); the old version is serving again.
+    Aborted {
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::NoOp { .. }
+            | Outcome::Bootstrapped { .. }
+            | Outcome::Upgraded { .. }
+            | Outcome::Held { .. } => exit::OK,
+            Outcome::RolledBack { .. } | Outcome::Interrupted { recovered: true } => {
+                exit::ROLLED_BACK
+            }
+            Outcome::Interrupted { recovered: false } | Outcome::NotRecovered { .. } => {
+                exit::NOT_RECOVERED
+            }
+            Outcome::Aborted { .. } => exit::FAILURE,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::NoOp { .. } => "no-op",
+            Outcome::Bootstrapped { .. } => "bootstrapped",
+            Outcome::Upgraded { .. } => "upgraded",
+            Outcome::Held { .. } => "held",
+            Outcome::RolledBack { .. } => "rolled-back",
+            Outcome::Interrupted { .. } => "interrupted",
+            Outcome::NotRecovered { .. } => "not-recovered",
+            Outcome::Aborted { .. } => "aborted",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::NoOp { version } => write!(f, "no-op: {version} is current"),
+            Outcome::Bootstrapped { version } => write!(f, "bootstrapped on {version}"),
+            Outcome::Upgraded { from, to } => write!(f, "upgraded {from} -> {to}"),
+            Outcome::Held { version: Some(v) } => write!(f, "held; stays on {v}"),
+            Outcome::Held { version: None } => write!(f, "held; nothing deployable"),
+            Outcome::RolledBack { attempted, to } => {
+                write!(
+                    f,
+                    "{attempted} failed its gate; rolled back to {to} with its data"
+                )
+            }
+            Outcome::Interrupted { recovered } => write!(
+                f,
+                "an interrupted run was rolled back ({})",
+                if *recovered {
+                    "recovered"
+                } else {
+                    "NOT recovered"
+                }
+            ),
+            Outcome::NotRecovered { reason } => write!(f, "NOT recovered: {reason}"),
+            Outcome::Aborted { reason } => write!(f, "upgrade aborted: {reason}"),
+        }
+    }
+}
+
+/// One reconcile of one app. The caller holds the app's lock.
+pub struct Reconciler<'a, P: Platform> {
+    pub spec: &'a AppSpec,
+    pub state_dir: &'a Path,
+    pub app_dir: PathBuf,
+    pub platform: &'a mut P,
+    pub state: AppState,
+}
+
+impl<'a, P: Platform> Reconciler<'a, P> {
+    pub fn new(
+        spec: &'a AppSpec,
+        state_dir: &'a Path,
+        platform: &'a mut P,
+    ) -> anyhow::Result<Self> {
+        let app_dir = state_dir.join(&spec.name);
+        let state = AppState::load(&app_dir)?;
+        Ok(Reconciler {
+            spec,
+            state_dir,
+            app_dir,
+            platform,
+            state,
+        })
+    }
+
+    pub fn run(mut self) -> anyhow::Result<Outcome> {
+        let outcome = match self.state.intent.clone() {
+            Some(intent) => self.recover_interrupted(intent)?,
+            None => self.reconcile()?,
+        };
+        self.state.last_run = Some(RunRecord {
+            at: now(),
+            outcome: outcome.name().to_owned(),
+            detail: outcome.to_string(),
+        });
+        self.save()?;
+        Ok(outcome)
+    }
+
+    fn reconcile(&mut self) -> anyhow::Result<Outcome> {
+        let releases = self
+            .platform
+            .releases()
+            .with_context(|| format!("fetching the releases of recipe {}", self.spec.recipe))?;
+        let policy = self.policy();
+        let last_good = self.state.last_good.clone();
+        let decision = match &self.spec.pinned {
+            Some(wanted) => gate::decide_pinned(last_good.as_ref(), wanted, &releases, &policy),
+            None => gate::decide(last_good.as_ref(), &releases, &policy),
+        };
+        if let Some(why) = &decision.refused {
+            tracing::warn!(app = %self.spec.name, "the wanted version is refused: {why}");
+        }
+        for v in &decision.skipped_failed {
+            tracing::info!(app = %self.spec.name, version = %v, "skipping a version that failed its gate before (approve it to retry)");
+        }
+        for hold in &decision.holds {
+            if self.state.alerted_holds.insert(hold.key()) {
+                let kind = match hold.kind {
+                    HoldKind::Major => Kind::HeldMajor,
+                    HoldKind::ManualMigration => Kind::HeldManualMigration,
+                };
+                self.alert(
+                    kind,
+                    NewAlert {
+                        message: format!(
+                            "{} {} is held ({}); run `ci-warm approve {} {}` to release it",
+                            self.spec.name,
+                            hold.version,
+                            hold.reason(),
+                            self.spec.name,
+                            hold.version
+                        ),
+                        attempted: Some(hold.version.to_string()),
+                        recovered: true,
+                        notes: hold.notes(),
+                        ..NewAlert::default()
+                    },
+                )?;
+                self.save()?;
+            }
+        }
+        match (last_good, decision.target) {
+            (None, target) => {
+                let target = self.spec.initial_version.clone().or(target);
+                match target {
+                    Some(t) => self.bootstrap(t),
+                    None => Ok(Outcome::Held { version: None }),
+                }
+            }
+            (Some(current), Some(target)) if target != current => self.upgrade(current, target),
+            (Some(current), _) if decision.holds.is_empty() => {
+                Ok(Outcome::NoOp { version: current })
+            }
+            (Some(current), _) => Ok(Outcome::Held {
+                version: Some(current),
+            }),
+        }
+    }
+
+    fn policy(&self) -> GatePolicy {
+        let mut approved = self.spec.approved.clone();
+        approved.extend(self.state.approvals.iter().filter_map(|v| v.parse().ok()));
+        GatePolicy {
+            manual_migration_phrases: self.spec.manual_migration_phrases.clone(),
+            approved,
+            failed: self
+                .state
+                .failed
+                .keys()
+                .filter_map(|v| v.parse().ok())
+                .collect(),
+        }
+    }
+
+    fn bootstrap(&mut self, target: Version) -> anyhow::Result<Outcome> {
+        tracing::info!(app = %self.spec.name, version = %target, "bootstrapping");
+        self.journal(Step::Deploy, None, &target, true)?;
+        let health = self
+            .platform
+            .deploy(&target)
+            .and_then(|()| self.platform.health(&target));
+        match health {
+            Ok(Health::Healthy) => {
+                self.state.last_good = Some(target.clone());
+                self.state.deployed = Some(target.to_string());
+                self.state.intent = None;
+                self.save()?;
+                Ok(Outcome::Bootstrapped { version: target })
+            }
+            other => {
+                let reason = failure_reason(other);
+                self.record_failure(&target, &reason);
+                self.state.intent = None;
+                self.save()?;
+                self.alert(
+                    Kind::BootstrapFailed,
+                    NewAlert {
+                        message: format!(
+                            "first deployment of {} {target} failed its gate: {reason}",
+                            self.spec.name
+                        ),
+                        attempted: Some(target.to_string()),
+                        recovered: false,
+                        error: vec![reason.clone()],
+                        ..NewAlert::default()
+                    },
+                )?;
+                Ok(Outcome::NotRecovered { reason })
+            }
+        }
+    }
+
+    fn upgrade(&mut self, from: Version, to: Version) -> anyhow::Result<Outcome> {
+        tracing::info!(app = %self.spec.name, %from, %to, stateful = self.spec.stateful, "upgrading");
+        if self.spec.stateful {
+            self.journal(Step::Undeploy, Some(&from), &to, false)?;
+            self.platform
+                .undeploy()
+                .with_context(|| format!("undeploying {} before its snapshot", self.spec.name))?;
+            self.journal(Step::Snapshot, Some(&from), &to, false)?;
+            if let Err(e) = self.platform.take_snapshot() {
+                // The volumes are untouched: bring the old version back and stop here.
+                let reason = format!("{e:#}");
+                tracing::error!(app = %self.spec.name, "snapshot failed: {reason}");
+                return self.redeploy_after_snapshot_failure(&from, &to, reason);
+            }
+        }
+        self.journal(Step::Deploy, Some(&from), &to, true)?;
+        let health = self.platform.deploy(&to).and_then(|()| {
+            self.journal(Step::Gate, Some(&from), &to, true)?;
+            self.platform.health(&to)
+        });
+        match health {
+            Ok(Health::Healthy) => {
+                self.state.last_good = Some(to.clone());
+                self.state.deployed = Some(to.to_string());
+                self.state.intent = None;
+                self.save()?;
+                tracing::info!(app = %self.spec.name, %from, %to, "upgraded");
+                Ok(Outcome::Upgraded { from, to })
+            }
+            other => {
+                let reason = failure_reason(other);
+                tracing::warn!(app = %self.spec.name, version = %to, "gate failed: {reason}");
+                self.record_failure(&to, &reason);
+                self.save()?;
+                self.roll_back(&from, &to, Kind::RolledBack, reason, true)
+            }
+        }
+    }
+
+    /// Brings `from` back with its data; `data_touched` says whether the volumes need the
+    /// snapshot restored first.
+    fn roll_back(
+        &mut self,
+        from: &Version,
+        attempted: &Version,
+        kind: Kind,
+        reason: String,
+        data_touched: bool,
+    ) -> anyhow::Result<Outcome> {
+        let result = self.try_roll_back(from, attempted, data_touched);
+        let (recovered, detail) = match &result {
+            Ok(Health::Healthy) => (true, None),
+            Ok(Health::Unhealthy(why)) => (
+                false,
+                Some(format!("{from} is not healthy after the rollback: {why}")),
+            ),
+            Err(e) => (false, Some(format!("{e:#}"))),
+        };
+        if recovered {
+            self.state.deployed = Some(from.to_string());
+            self.state.intent = None;
+        }
+        self.save()?;
+        let corrupt = matches!(&result, Err(e) if e.downcast_ref::<SnapshotCorrupt>().is_some());
+        let kind = match (recovered, corrupt) {
+            (true, _) => kind,
+            (false, true) => Kind::SnapshotCorrupt,
+            (false, false) if kind == Kind::Interrupted => Kind::Interrupted,
+            (false, false) => Kind::RollbackFailed,
+        };
+        let mut error = vec![reason.clone()];
+        error.extend(detail.clone());
+        let message = if recovered {
+            format!(
+                "{} {attempted}: {reason}; rolled back to {from}{}",
+                self.spec.name,
+                if data_touched && self.spec.stateful {
+                    " with its data restored"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            format!(
+                "{} {attempted}: {reason}; rollback to {from} FAILED: {}",
+                self.spec.name,
+                detail.clone().unwrap_or_default()
+            )
+        };
+        self.alert(
+            kind,
+            NewAlert {
+                message,
+                attempted: Some(attempted.to_string()),
+                recovered,
+                error,
+                ..NewAlert::default()
+            },
+        )?;
+        if kind == Kind::Interrupted {
+            return Ok(Outcome::Interrupted { recovered });
+        }
+        Ok(if recovered {
+            Outcome::RolledBack {
+                attempted: attempted.clone(),
+                to: from.clone(),
+            }
+        } else {
+            Outcome::NotRecovered {
+                reason: detail.unwrap_or(reason),
+            }
+        })
+    }
+
+    fn try_roll_back(
+        &mut self,
+        from: &Version,
+        attempted: &Version,
+        data_touched: bool,
+    ) -> anyhow::Result<Health> {
+        if self.spec.stateful {
+            self.journal(Step::RollbackUndeploy, Some(from), attempted, data_touched)?;
+            self.platform
+                .undeploy()
+                .context("undeploying the failed version")?;
+            if data_touched {
+                match self
+                    .platform
+                    .verify_snapshot()
+                    .context("verifying the snapshot")?
+                {
+                    Verified::Ok => {}
+                    Verified::Missing => {
+                        return Err(SnapshotCorrupt(vec!["no snapshot to restore".into()]).into());
+                    }
+                    Verified::Corrupt(problems) => return Err(SnapshotCorrupt(problems).into()),
+                }
+                self.journal(Step::RollbackRestore, Some(from), attempted, true)?;
+                self.platform
+                    .restore_snapshot()
+                    .context("restoring the snapshot")?;
+            }
+        }
+        self.journal(Step::RollbackDeploy, Some(from), attempted, false)?;
+        self.platform
+            .deploy(from)
+            .with_context(|| format!("redeploying {from}"))?;
+        self.journal(Step::RollbackGate, Some(from), attempted, false)?;
+        self.platform.health(from)
+    }
+
+    fn redeploy_after_snapshot_failure(
+        &mut self,
+        from: &Version,
+        to: &Version,
+        reason: String,
+    ) -> anyhow::Result<Outcome> {
+        let health = self
+            .platform
+            .deploy(from)
+            .and_then(|()| self.platform.health(from));
+        let recovered = matches!(health, Ok(Health::Healthy));
+        self.state.intent = None;
+        self.save()?;
+        self.alert(
+            Kind::SnapshotFailed,
+            NewAlert {
+                message: format!(
+                    "{}: upgrade to {to} not attempted, the snapshot failed: {reason}",
+                    self.spec.name
+                ),
+                attempted: Some(to.to_string()),
+                recovered,
+                error: vec![reason.clone()],
+                ..NewAlert::default()
+            },
+        )?;
+        Ok(if recovered {
+            Outcome::Aborted {
+                reason: format!("the snapshot failed, {from} redeployed: {reason}"),
+            }
+        } else {
+            Outcome::NotRecovered { reason }
+        })
+    }
+
+    fn recover_interrupted(&mut self, intent: Intent) -> anyhow::Result<Outcome> {
+        tracing::warn!(app = %self.spec.name, step = ?intent.step, to = %intent.to, "found an unfinished run; rolling back");
+        let reason = format!(
+            "a run (pid {}) was interrupted during step {:?} of the upgrade to {}",
+            intent.pid, intent.step, intent.to
+        );
+        match intent.from.clone().or_else(|| self.state.last_good.clone()) {
+            Some(from) => {
+                let touched = intent.data_touched
+                    || matches!(
+                        intent.step,
+                        Step::RollbackRestore | Step::RollbackDeploy | Step::RollbackGate
+                    );
+                self.roll_back(&from, &intent.to, Kind::Interrupted, reason, touched)
+            }
+            None => {
+                self.state.intent = None;
+                self.save()?;
+                self.alert(
+                    Kind::Interrupted,
+                    NewAlert {
+                        message: format!(
+                            "{}: {reason}; there is no last good version to return to",
+                            self.spec.name
+                        ),
+                        attempted: Some(intent.to.to_string()),
+                        recovered: false,
+                        error: vec![reason],
+                        ..NewAlert::default()
+                    },
+                )?;
+                Ok(Outcome::Interrupted { recovered: false })
+            }
+        }
+    }
+
+    fn record_failure(&mut self, version: &Version, reason: &str) {
+        self.state.failed.insert(
+            version.to_string(),
+            Failure {
+                at: now(),
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    fn journal(
+        &mut self,
+        step: Step,
+        from: Option<&Version>,
+        to: &Version,
+        data_touched: bool,
+    ) -> anyhow::Result<()> {
+        let touched = data_touched
+            || self
+                .state
+                .intent
+                .as_ref()
+                .is_some_and(|i| i.data_touched && i.to == *to);
+        self.state.intent = Some(Intent {
+            step,
+            from: from.cloned(),
+            to: to.clone(),
+            data_touched: touched && self.spec.stateful,
+            started_at: now(),
+            pid: std::process::id(),
+        });
+        self.save()
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        self.state
+            .save(&self.app_dir)
+            .with_context(|| format!("saving the state of app {}", self.spec.name))
+    }
+
+    fn alert(&self, kind: Kind, mut new: NewAlert) -> anyhow::Result<()> {
+        new.app = self.spec.name.clone();
+        new.recipe = Some(self.spec.recipe.clone());
+        new.last_good = self.state.last_good.as_ref().map(ToString::to_string);
+        let (_, path) = alert::publish(self.state_dir, kind, new)?;
+        alert::run_hook(self.spec.on_alert.as_deref(), &path);
+        Ok(())
+    }
+}
+
+/// A snapshot that failed verification: never restored.
+#[derive(Debug, thiserror::Error)]
+#[error("the snapshot failed verification and was not restored: {}", .0.join("; "))]
+pub struct SnapshotCorrupt(pub Vec<String>);
+
+fn failure_reason(health: anyhow::Result<Health>) -> String {
+    match health {
+        Ok(Health::Healthy) => "healthy".to_owned(),
+        Ok(Health::Unhealthy(why)) => why,
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,459 @@
+//! The state machine against an in-memory platform: every path of DESIGN.md's diagram.
+
+use super::*;
+use crate::upgrade::alert::Alert;
+
+fn v(s: &str) -> Version {
+    s.parse().unwrap()
+}
+
+/// A deployment with one volume, modelled as a string.
+#[derive(Default)]
+struct Fake {
+    releases: Vec<(String, Option<String>)>,
+    /// Versions that never become healthy; deploying them writes junk into the volume.
+    broken: BTreeSet<String>,
+    deployed: Option<Version>,
+    volume: String,
+    snapshot: Option<String>,
+    corrupt_snapshot: bool,
+    fail_fetch: bool,
+    fail_snapshot: bool,
+    log: Vec<String>,
+}
+
+impl Platform for Fake {
+    fn releases(&mut self) -> anyhow::Result<Vec<Release>> {
+        if self.fail_fetch {
+            anyhow::bail!("git fetch: could not resolve host");
+        }
+        Ok(self
+            .releases
+            .iter()
+            .map(|(ver, notes)| Release {
+                version: v(ver),
+                notes: notes.clone(),
+            })
+            .collect())
+    }
+    fn deploy(&mut self, version: &Version) -> anyhow::Result<()> {
+        self.log.push(format!("deploy {version}"));
+        if self.broken.contains(&version.to_string()) {
+            self.volume = format!("junk from {version}");
+        } else if self.volume.is_empty() {
+            self.volume = format!("marker by {version}");
+        }
+        self.deployed = Some(version.clone());
+        Ok(())
+    }
+    fn undeploy(&mut self) -> anyhow::Result<()> {
+        self.log.push("undeploy".into());
+        self.deployed = None;
+        Ok(())
+    }
+    fn health(&mut self, version: &Version) -> anyhow::Result<Health> {
+        Ok(match &self.deployed {
+            Some(d) if d == version && !self.broken.contains(&d.to_string()) => Health::Healthy,
+            Some(d) if d == version => {
+                Health::Unhealthy("probe http://app/health: status 503, expected 200".into())
+            }
+            _ => Health::Unhealthy("not deployed".into()),
+        })
+    }
+    fn take_snapshot(&mut self) -> anyhow::Result<()> {
+        self.log.push("snapshot".into());
+        if self.fail_snapshot {
+            anyhow::bail!("not enough space for the snapshot");
+        }
+        self.snapshot = Some(self.volume.clone());
+        Ok(())
+    }
+    fn verify_snapshot(&mut self) -> anyhow::Result<Verified> {
+        Ok(match (&self.snapshot, self.corrupt_snapshot) {
+            (None, _) => Verified::Missing,
+            (Some(_), true) => {
+                Verified::Corrupt(vec!["volumes/data/marker: sha256 mismatch".into()])
+            }
+            (Some(_), false) => Verified::Ok,
+        })
+    }
+    fn restore_snapshot(&mut self) -> anyhow::Result<()> {
+        self.log.push("restore".into());
+        self.volume = self.snapshot.clone().unwrap_or_default();
+        Ok(())
+    }
+}
+
+fn catalogue() -> Vec<(String, Option<String>)> {
+    [
+        ("1.0.0+1.0.0", None),
+        ("1.1.0+1.0.0", None),
+        ("1.2.0+1.0.0", None),
+        (
+            "1.3.0+1.1.0",
+            Some("Manual migration required: run demo-app migrate"),
+        ),
+        ("2.0.0+2.0.0", None),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.map(str::to_owned)))
+    .collect()
+}
+
+fn spec(stateful: bool) -> AppSpec {
+    AppSpec {
+        name: "demo".into(),
+        recipe: "demo".into(),
+        stateful,
+        pinned: None,
+        initial_version: Some(v("1.0.0+1.0.0")),
+        approved: BTreeSet::new(),
+        manual_migration_phrases: gate::default_phrases(),
+        on_alert: None,
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    fake: Fake,
+}
+
+impl World {
+    fn new(upto: usize) -> World {
+        World {
+            dir: tempfile::tempdir().unwrap(),
+            fake: Fake {
+                releases: catalogue().into_iter().take(upto).collect(),
+                ..Fake::default()
+            },
+        }
+    }
+    fn run(&mut self, spec: &AppSpec) -> Outcome {
+        Reconciler::new(spec, self.dir.path(), &mut self.fake)
+            .unwrap()
+            .run()
+            .unwrap()
+    }
+    fn state(&self) -> AppState {
+        AppState::load(&self.dir.path().join("demo")).unwrap()
+    }
+    fn alerts(&self) -> Vec<Alert> {
+        let dir = self.dir.path().join("alerts");
+        let mut names: Vec<_> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+            Err(_) => return vec![],
+        };
+        names.sort();
+        names
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+    fn kinds(&self) -> Vec<Kind> {
+        self.alerts().iter().map(|a| a.kind).collect()
+    }
+}
+
+#[test]
+fn bootstrap_then_noop() {
+    let mut w = World::new(1);
+    let s = spec(true);
+    assert_eq!(
+        w.run(&s),
+        Outcome::Bootstrapped {
+            version: v("1.0.0+1.0.0")
+        }
+    );
+    assert_eq!(w.state().last_good, Some(v("1.0.0+1.0.0")));
+    assert_eq!(
+        w.run(&s),
+        Outcome::NoOp {
+            version: v("1.0.0+1.0.0")
+        }
+    );
+    assert_eq!(w.fake.log, vec!["deploy 1.0.0+1.0.0"]);
+    assert!(w.alerts().is_empty());
+}
+
+#[test]
+fn stateful_upgrade_snapshots_while_undeployed() {
+    let mut w = World::new(1);
+    let s = spec(true);
+    w.run(&s);
+    w.fake.releases = catalogue().into_iter().take(2).collect();
+    let out = w.run(&s);
+    assert_eq!(
+        out,
+        Outcome::Upgraded {
+            from: v("1.0.0+1.0.0"),
+            to: v("1.1.0+1.0.0")
+        }
+    );
+    assert_eq!(out.exit_code(), 0);
+    assert_eq!(
+        w.fake.log[1..],
+        ["undeploy", "snapshot", "deploy 1.1.0+1.0.0"]
+    );
+    assert_eq!(w.fake.volume, "marker by 1.0.0+1.0.0");
+    let st = w.state();
+    assert_eq!(st.last_good, Some(v("1.1.0+1.0.0")));
+    assert!(st.intent.is_none());
+}
+
+#[test]
+fn stateful_rollback_restores_data_and_is_not_retried() {
+    let mut w = World::new(2);
+    let s = spec(true);
+    w.run(&s); // bootstrap 1.0.0
+    w.run(&s); // 1.1.0
+    w.fake.releases = catalogue().into_iter().take(3).collect();
+    w.fake.broken.insert("1.2.0+1.0.0".into());
+    w.fake.log.clear();
+    let out = w.run(&s);
+    assert_eq!(
+        out,
+        Outcome::RolledBack {
+            attempted: v("1.2.0+1.0.0"),
+            to: v("1.1.0+1.0.0")
+        }
+    );
+    assert_eq!(out.exit_code(), exit::ROLLED_BACK);
+    assert_eq!(
+        w.fake.log,
+        [
+            "undeploy",
+            "snapshot",
+            "deploy 1.2.0+1.0.0",
+            "undeploy",
+            "restore",
+            "deploy 1.1.0+1.0.0"
+        ]
+    );
+    assert_eq!(w.fake.volume, "marker by 1.0.0+1.0.0", "data restored");
+    let alerts = w.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind, Kind::RolledBack);
+    assert!(alerts[0].recovered);
+    assert_eq!(alerts[0].attempted.as_deref(), Some("1.2.0+1.0.0"));
+    assert_eq!(alerts[0].last_good.as_deref(), Some("1.1.0+1.0.0"));
+    assert!(
+        alerts[0].error[0].contains("probe"),
+        "{:?}",
+        alerts[0].error
+    );
+
+    // Next tick: the failed version is not attempted again, and no second alert.
+    w.fake.log.clear();
+    assert_eq!(
+        w.run(&s),
+        Outcome::NoOp {
+            version: v("1.1.0+1.0.0")
+        }
+    );
+    assert!(w.fake.log.is_empty(), "{:?}", w.fake.log);
+    assert_eq!(w.alerts().len(), 1);
+
+    // A newer safe version moves on.
+    w.fake.releases.push(("1.2.1+1.0.0".into(), None));
+    assert_eq!(
+        w.run(&s),
+        Outcome::Upgraded {
+            from: v("1.1.0+1.0.0"),
+            to: v("1.2.1+1.0.0")
+        }
+    );
+}
+
+#[test]
+fn approve_retries_a_failed_version() {
+    let mut w = World::new(3);
+    let mut s = spec(true);
+    s.initial_version = Some(v("1.1.0+1.0.0"));
+    w.fake.broken.insert("1.2.0+1.0.0".into());
+    w.run(&s);
+    assert!(matches!(w.run(&s), Outcome::RolledBack { .. }));
+    w.fake.broken.clear();
+    let mut st = w.state();
+    st.approvals.insert("1.2.0+1.0.0".into());
+    st.save(&w.dir.path().join("demo")).unwrap();
+    assert!(matches!(w.run(&s), Outcome::Upgraded { .. }));
+}
+
+#[test]
+fn stateless_rollback_redeploys_without_touching_data() {
+    let mut w = World::new(2);
+    let s = spec(false);
+    w.run(&s);
+    w.run(&s);
+    w.fake.releases = catalogue().into_iter().take(3).collect();
+    w.fake.broken.insert("1.2.0+1.0.0".into());
+    w.fake.log.clear();
+    let out = w.run(&s);
+    assert!(matches!(out, Outcome::RolledBack { .. }), "{out:?}");
+    assert_eq!(w.fake.log, ["deploy 1.2.0+1.0.0", "deploy 1.1.0+1.0.0"]);
+    assert_eq!(w.kinds(), [Kind::RolledBack]);
+}
+
+#[test]
+fn corrupt_snapshot_is_never_restored() {
+    let mut w = World::new(2);
+    let s = spec(true);
+    w.run(&s); // bootstrap 1.0.0
+    w.run(&s); // upgrade to 1.1.0
+    w.fake.releases = catalogue().into_iter().take(3).collect();
+    w.fake.broken.insert("1.2.0+1.0.0".into());
+    w.fake.corrupt_snapshot = true;
+    w.fake.log.clear();
+    let out = w.run(&s);
+    assert!(matches!(out, Outcome::NotRecovered { .. }), "{out:?}");
+    assert_eq!(out.exit_code(), exit::NOT_RECOVERED);
+    let alerts = w.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind, Kind::SnapshotCorrupt);
+    assert!(!alerts[0].recovered);
+    assert!(
+        alerts[0]
+            .error
+            .iter()
+            .any(|e| e.contains("sha256 mismatch")),
+        "{:?}",
+        alerts[0].error
+    );
+    assert!(
+        !w.fake.log.contains(&"restore".to_owned()),
+        "{:?}",
+        w.fake.log
+    );
+    assert_eq!(w.fake.deployed, None, "left undeployed");
+}
+
+#[test]
+fn major_and_manual_migration_are_held_once_while_safe_minor_is_taken() {
+    let mut w = World::new(5);
+    let mut s = spec(true);
+    s.initial_version = Some(v("1.1.0+1.0.0"));
+    w.run(&s);
+    // 1.2.0 is safe, 1.3.0 asks for a manual migration, 2.0.0 is major.
+    let out = w.run(&s);
+    assert_eq!(
+        out,
+        Outcome::Upgraded {
+            from: v("1.1.0+1.0.0"),
+            to: v("1.2.0+1.0.0")
+        }
+    );
+    let kinds = w.kinds();
+    assert!(
+        kinds.contains(&Kind::HeldMajor) && kinds.contains(&Kind::HeldManualMigration),
+        "{kinds:?}"
+    );
+    let manual = w
+        .alerts()
+        .into_iter()
+        .find(|a| a.kind == Kind::HeldManualMigration)
+        .unwrap();
+    assert!(
+        manual
+            .notes
+            .unwrap_or_default()
+            .contains("Manual migration required")
+    );
+    let n = w.alerts().len();
+    assert_eq!(
+        w.run(&s),
+        Outcome::Held {
+            version: Some(v("1.2.0+1.0.0"))
+        }
+    );
+    assert_eq!(w.alerts().len(), n, "a hold alerts once");
+}
+
+#[test]
+fn interrupted_upgrade_rolls_back_with_data() {
+    let mut w = World::new(2);
+    let s = spec(true);
+    w.run(&s);
+    w.run(&s); // on 1.1.0
+    // Simulate a run killed after deploying a new version that wrote junk.
+    w.fake.snapshot = Some(w.fake.volume.clone());
+    w.fake.volume = "junk".into();
+    let mut st = w.state();
+    st.intent = Some(Intent {
+        step: Step::Gate,
+        from: Some(v("1.1.0+1.0.0")),
+        to: v("1.2.0+1.0.0"),
+        data_touched: true,
+        started_at: "t".into(),
+        pid: 4242,
+    });
+    st.save(&w.dir.path().join("demo")).unwrap();
+    let out = w.run(&s);
+    assert_eq!(out, Outcome::Interrupted { recovered: true });
+    assert_eq!(w.fake.volume, "marker by 1.0.0+1.0.0");
+    assert_eq!(w.fake.deployed, Some(v("1.1.0+1.0.0")));
+    assert_eq!(w.kinds(), [Kind::Interrupted]);
+    assert!(w.alerts()[0].recovered);
+    assert!(w.state().intent.is_none());
+}
+
+#[test]
+fn interrupted_before_deploy_does_not_restore() {
+    let mut w = World::new(1);
+    let s = spec(true);
+    w.run(&s);
+    w.fake.volume = "live data".into();
+    let mut st = w.state();
+    st.intent = Some(Intent {
+        step: Step::Snapshot,
+        from: Some(v("1.0.0+1.0.0")),
+        to: v("1.1.0+1.0.0"),
+        data_touched: false,
+        started_at: "t".into(),
+        pid: 1,
+    });
+    st.save(&w.dir.path().join("demo")).unwrap();
+    w.fake.log.clear();
+    assert_eq!(w.run(&s), Outcome::Interrupted { recovered: true });
+    assert_eq!(w.fake.log, ["undeploy", "deploy 1.0.0+1.0.0"]);
+    assert_eq!(w.fake.volume, "live data");
+}
+
+#[test]
+fn fetch_failure_is_an_error_not_a_noop() {
+    let mut w = World::new(1);
+    let s = spec(true);
+    w.run(&s);
+    w.fake.fail_fetch = true;
+    let err = Reconciler::new(&s, w.dir.path(), &mut w.fake)
+        .unwrap()
+        .run()
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("fetching the releases of recipe demo"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn snapshot_failure_aborts_and_redeploys() {
+    let mut w = World::new(1);
+    let s = spec(true);
+    w.run(&s);
+    w.fake.releases = catalogue().into_iter().take(2).collect();
+    w.fake.fail_snapshot = true;
+    let out = w.run(&s);
+    assert!(matches!(out, Outcome::Aborted { .. }), "{out:?}");
+    assert_eq!(w.fake.deployed, Some(v("1.0.0+1.0.0")));
+    assert_eq!(w.kinds(), [Kind::SnapshotFailed]);
+    assert_eq!(w.state().last_good, Some(v("1.0.0+1.0.0")));
+}
+
+#[test]
+fn bootstrap_failure_alerts_and_is_not_recovered() {
+    let mut w = World::new(1);
+    w.fake.broken.insert("1.0.0+1.0.0".into());
+    let out = w.run(&spec(true));
+    assert!(matches!(out, Outcome::NotRecovered { .. }));
+    assert_eq!(out.exit_code(), exit::NOT_RECOVERED);
+    assert_eq!(w.kinds(), [Kind::BootstrapFailed]);
+}

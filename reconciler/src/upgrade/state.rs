@@ -1,0 +1,160 @@
+//! `<state_dir>/<app>/state.json`: what ci-warm knows about one app, and its journal.
+//!
+//! The intent of every step that changes the deployment is written here *before* the step
+//! runs, so a run killed mid-upgrade is found and rolled back by the next one. A state file that
+//! cannot be parsed is an error, never silently reset: that would forget `last_good`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::platform::atomic;
+use crate::upgrade::version::Version;
+
+pub const STATE_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppState {
+    pub schema: u32,
+    /// The version that last passed its health gate; its data is the snapshot.
+    pub last_good: Option<Version>,
+    /// What ci-warm last deployed (a version, or a ref for the quick lane).
+    pub deployed: Option<String>,
+    /// Versions that failed their gate: not attempted again until approved.
+    #[serde(default)]
+    pub failed: BTreeMap<String, Failure>,
+    /// Hold keys (`held-major:<v>`) already alerted, so a hold alerts once.
+    #[serde(default)]
+    pub alerted_holds: BTreeSet<String>,
+    /// Versions released by `ci-warm approve`.
+    #[serde(default)]
+    pub approvals: BTreeSet<String>,
+    /// The step in progress; `Some` after a crash.
+    pub intent: Option<Intent>,
+    pub last_run: Option<RunRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    pub at: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    Undeploy,
+    Snapshot,
+    Deploy,
+    Gate,
+    RollbackUndeploy,
+    RollbackRestore,
+    RollbackDeploy,
+    RollbackGate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    pub step: Step,
+    pub from: Option<Version>,
+    pub to: Version,
+    /// Whether the volumes may differ from the snapshot (the target has run on them).
+    pub data_touched: bool,
+    pub started_at: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    pub at: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("state {path} is corrupt ({source}); fix or move it by hand, ci-warm will not guess")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] atomic::AtomicWriteError),
+}
+
+pub fn path(app_dir: &Path) -> PathBuf {
+    app_dir.join("state.json")
+}
+
+impl AppState {
+    /// Loads the app's state; a missing file is a fresh app.
+    pub fn load(app_dir: &Path) -> Result<AppState, StateError> {
+        match atomic::read_json(&path(app_dir)) {
+            Ok(Some(state)) => Ok(state),
+            Ok(None) => Ok(AppState {
+                schema: STATE_SCHEMA,
+                ..AppState::default()
+            }),
+            Err(atomic::ReadJsonError::Read { path, source }) => {
+                Err(StateError::Read { path, source })
+            }
+            Err(atomic::ReadJsonError::Corrupt { path, source }) => {
+                Err(StateError::Corrupt { path, source })
+            }
+        }
+    }
+
+    pub fn save(&self, app_dir: &Path) -> Result<(), StateError> {
+        std::fs::create_dir_all(app_dir).map_err(|source| StateError::Read {
+            path: app_dir.to_owned(),
+            source,
+        })?;
+        atomic::write_json(&path(app_dir), self, 0o640)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_is_fresh_and_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = AppState::load(d.path()).unwrap();
+        assert_eq!(s.schema, STATE_SCHEMA);
+        assert!(s.last_good.is_none());
+        s.last_good = Some("1.0.0+1.0.0".parse().unwrap());
+        s.intent = Some(Intent {
+            step: Step::Deploy,
+            from: s.last_good.clone(),
+            to: "1.1.0+1.0.0".parse().unwrap(),
+            data_touched: true,
+            started_at: "2026-11-22T00:00:00Z".into(),
+            pid: 1,
+        });
+        s.save(d.path()).unwrap();
+        assert_eq!(AppState::load(d.path()).unwrap(), s);
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_not_a_reset() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(path(d.path()), b"{\"schema\": 1, \"last_good\": ").unwrap();
+        let e = AppState::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("corrupt") && e.contains("state.json"), "{e}");
+    }
+}
