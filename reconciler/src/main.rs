@@ -5,16 +5,15 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use ci_warm::cli::Cli;
-use ci_warm::platform::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
-    match ci_warm::cmd::run(cli) {
+    match ci_warm::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             tracing::error!("{err:#}");
-            ExitCode::from(exit::code_for(&err))
+            ExitCode::from(ci_warm::cmd::exit_code(&err))
         }
     }
 }

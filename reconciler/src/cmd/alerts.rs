@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::cli::Global;
+use super::Global;
 use crate::config::Config;
 use crate::ops::relay::{self, Found};
 use crate::platform::exit::{self, Exit};

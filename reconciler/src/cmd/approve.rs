@@ -1,6 +1,7 @@
 use anyhow::Context;
+use clap::Args;
 
-use crate::cli::{ApproveArgs, Global};
+use super::Global;
 use crate::config::Config;
 use crate::platform::exit::{self, Exit};
 use crate::platform::lock;
@@ -46,4 +47,12 @@ pub fn run(global: &Global, args: ApproveArgs) -> anyhow::Result<u8> {
     }
     tracing::info!(app = %args.app, %version, "approved; the next reconcile may deploy it");
     Ok(exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The app (`warm-<recipe>` for a canonical).
+    pub app: String,
+    /// The version to let through, e.g. `2.0.0+2.0.0`.
+    pub version: String,
 }

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use super::Global;
 use crate::canonical::registry::Registry;
 use crate::ci::base::{self, Inputs, Kind, Override};
 use crate::ci::previous::{self, Status};
-use crate::cli::Global;
 use crate::config::Config;
 use crate::config::names;
 use crate::config::spec::CATALOGUE;

@@ -2,11 +2,11 @@
 
 use clap::{Args, Subcommand};
 
+use super::Global;
 use crate::canonical;
 use crate::canonical::promote::{self, Action};
 use crate::canonical::results::{Mode, Verdict};
 use crate::canonical::rewarm;
-use crate::cli::Global;
 use crate::config::Config;
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,8 @@
-use crate::cli::{ConfigCmd, Global};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::Global;
 use crate::config::Config;
 use crate::platform::exit;
 
@@ -17,4 +21,13 @@ pub fn run(global: &Global, cmd: ConfigCmd) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate a config file and print it normalized (defaults filled in).
+    Check {
+        /// The file to check; defaults to --config.
+        file: Option<PathBuf>,
+    },
 }

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use crate::cli::Global;
+use super::Global;
 use crate::config::Config;
 use crate::ops::status::short_bytes;
 use crate::ops::{disk, prune};

@@ -1,38 +1,34 @@
-//! One file per command group: each turns parsed arguments into calls of the library modules
-//! and prints the result (text, or JSON with `--json`).
+//! One file per command group: its arguments, and the calls that turn them into output (text, or
+//! JSON with `--json`). May import every folder; nothing imports it but `cli.rs` and `main.rs`.
 
 pub mod alerts;
-mod approve;
+pub mod approve;
 pub mod base;
 pub mod canonical;
-mod config;
+pub mod config;
 pub mod disk;
 pub mod quick;
 pub mod realm;
-mod reconcile;
-mod snapshot;
+pub mod reconcile;
+pub mod snapshot;
 pub mod status;
 pub mod sweep;
 
-use crate::cli::{Cli, Command};
+use std::path::PathBuf;
 
-/// Runs a parsed command line; returns the process exit code.
-pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let global = cli.global;
-    match cli.command {
-        Command::Config(c) => config::run(&global, c),
-        Command::Approve(a) => approve::run(&global, a),
-        Command::Canonical(c) => canonical::run(&global, c),
-        Command::Quick(a) => quick::run(&global, a),
-        Command::Sweep(a) => sweep::run(&global, a),
-        Command::Reconcile(a) => reconcile::run(&global, a),
-        Command::Snapshot(c) => snapshot::run(&global, c),
-        Command::Alerts(c) => alerts::run(&global, c),
-        Command::Status(a) => status::run(&global, a),
-        Command::Disk(c) => disk::run(&global, c),
-        Command::Base(c) => base::run(&global, c),
-        Command::Realm(c) => realm::run(&global, c),
-    }
+use clap::Args;
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+/// The process exit code for an error: a bad config file is a usage error (2), the rest as
+/// `platform::exit` maps it.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    use crate::platform::exit;
+    exit::code_with(err, |cause| {
+        cause
+            .downcast_ref::<crate::config::ConfigError>()
+            .map(|_| exit::USAGE)
+    })
 }
 
 /// Prints a value as pretty JSON on stdout.
@@ -41,4 +37,17 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("serializing the output")?;
     println!("{text}");
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The JSON config file.
+    #[arg(long, global = true, env = "CI_WARM_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v debug, -vv trace); `CI_WARM_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }

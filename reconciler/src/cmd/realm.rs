@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::Global;
 use crate::ci::realm::{self, Admin, CreateRequest, Deleted, RealmError};
-use crate::cli::Global;
 use crate::config::Config;
 use crate::config::secret;
 use crate::platform::exit::{self, Exit};

@@ -1,6 +1,9 @@
+use std::path::PathBuf;
+
+use clap::Args;
 use serde::Serialize;
 
-use crate::cli::{Global, ReconcileArgs};
+use super::Global;
 use crate::config::Config;
 use crate::config::spec::{self, AppPlan};
 use crate::live::LivePlatform;
@@ -41,7 +44,7 @@ pub fn run(global: &Global, args: ReconcileArgs) -> anyhow::Result<u8> {
                 exit: code,
             },
             Err(e) => {
-                let code = exit::code_for(&e);
+                let code = super::exit_code(&e);
                 tracing::error!(app = %app, "{e:#}");
                 Report {
                     app,
@@ -103,4 +106,21 @@ fn worst(codes: impl Iterator<Item = u8>) -> u8 {
         _ => 4,
     };
     codes.max_by_key(|c| rank(*c)).unwrap_or(exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Apps to reconcile, by name (`warm-<recipe>` for a canonical).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub apps: Vec<String>,
+    /// Reconcile every configured app.
+    #[arg(long)]
+    pub all: bool,
+    /// Wait for an app's lock instead of exiting 75 (busy) at once.
+    #[arg(long)]
+    pub wait: bool,
+    /// Write the Prometheus textfile-collector file here after the run (overrides the
+    /// config's `metrics_file`).
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
 }

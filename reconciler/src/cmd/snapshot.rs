@@ -2,8 +2,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use ci_warm_snapshot as snapshot;
+use clap::Subcommand;
 
-use crate::cli::{DirCmd, Global, SnapshotCmd};
+use super::Global;
 use crate::config::Config;
 use crate::config::spec;
 use crate::live::LivePlatform;
@@ -195,4 +196,57 @@ fn print<T: serde::Serialize>(global: &Global, value: &T, text: &str) -> anyhow:
         println!("{}", serde_json::to_string(value).unwrap_or_default());
     }
     Ok(exit::OK)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Plain directories (tests, the benchmark, operators).
+    #[command(subcommand)]
+    Dir(DirCmd),
+    /// Snapshot the app's volumes now (refused while any container uses them).
+    Take { app: String },
+    /// Recompute every hash of the app's snapshot and compare all metadata; exit 5 on a mismatch.
+    Verify { app: String },
+    /// Verify, then make the app's volumes identical to its snapshot (refused while in use).
+    Restore { app: String },
+    /// Stream the app's snapshot as a tar archive (to a file, or stdout).
+    Export {
+        app: String,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Replace the app's snapshot with an exported archive (verified before it is published),
+    /// or with `--legacy` convert the Python prototype's `<app>/snapshot/{meta.json,volumes/*.tar}`.
+    Import {
+        app: String,
+        /// The archive (default: stdin).
+        #[arg(long, short, conflicts_with = "legacy")]
+        input: Option<PathBuf>,
+        #[arg(long)]
+        legacy: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DirCmd {
+    /// Snapshot SRC into DEST/snapshot (atomically; incremental against the previous one).
+    Take {
+        src: PathBuf,
+        dest: PathBuf,
+        /// The volume name inside the snapshot.
+        #[arg(long, default_value = "data")]
+        name: String,
+        /// Free bytes that must remain on DEST's filesystem.
+        #[arg(long, default_value_t = 0)]
+        reserve_bytes: u64,
+    },
+    /// Verify DEST/snapshot (or DEST itself when it holds manifest.json).
+    Verify { dest: PathBuf },
+    /// Verify, then make TARGET identical to the snapshot's volume.
+    Restore {
+        dest: PathBuf,
+        target: PathBuf,
+        #[arg(long, default_value = "data")]
+        name: String,
+    },
 }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::cli::Global;
+use super::Global;
 use crate::config::Config;
 use crate::ops::status::{self, AppStatus, HealthNow, Options, short_age, short_bytes};
 use crate::platform::exit::{self, Exit};

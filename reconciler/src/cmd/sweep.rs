@@ -2,8 +2,8 @@
 
 use clap::Args;
 
+use super::Global;
 use crate::canonical::sweep;
-use crate::cli::Global;
 use crate::config::Config;
 
 #[derive(Debug, Args)]

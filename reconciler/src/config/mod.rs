@@ -270,6 +270,18 @@ pub struct Probe {
     pub host: Option<String>,
 }
 
+/// The health gate takes plain probes; it never reads the config file.
+impl From<&Probe> for crate::upgrade::health::HttpProbe {
+    fn from(p: &Probe) -> Self {
+        crate::upgrade::health::HttpProbe {
+            url: p.url.clone(),
+            status: p.status,
+            body_contains: p.body_contains.clone(),
+            host: p.host.clone(),
+        }
+    }
+}
+
 fn default_status() -> u16 {
     200
 }

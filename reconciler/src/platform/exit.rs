@@ -35,14 +35,23 @@ impl Exit {
 
 /// The exit code for an error chain: the first layer that knows one wins.
 pub fn code_for(err: &anyhow::Error) -> u8 {
+    code_with(err, |_| None)
+}
+
+/// As [`code_for`], with `known` asked first about each layer: for error types of the layers
+/// above this one (the config's), which this module cannot name.
+pub fn code_with(
+    err: &anyhow::Error,
+    known: impl Fn(&(dyn std::error::Error + 'static)) -> Option<u8>,
+) -> u8 {
     for cause in err.chain() {
+        if let Some(code) = known(cause) {
+            return code;
+        }
         if let Some(e) = cause.downcast_ref::<Exit>() {
             return e.code;
         }
-        if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
-            return USAGE;
-        }
-        if let Some(crate::platform::lock::LockError::Busy { .. }) = cause.downcast_ref() {
+        if let Some(super::lock::LockError::Busy { .. }) = cause.downcast_ref() {
             return BUSY;
         }
     }

@@ -48,17 +48,6 @@ pub struct HttpProbe {
     pub host: Option<String>,
 }
 
-impl From<&crate::config::Probe> for HttpProbe {
-    fn from(p: &crate::config::Probe) -> Self {
-        HttpProbe {
-            url: p.url.clone(),
-            status: p.status,
-            body_contains: p.body_contains.clone(),
-            host: p.host.clone(),
-        }
-    }
-}
-
 /// How one probe answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeOutcome {
