@@ -321,13 +321,17 @@ async fn concurrent_reconciles_one_is_busy() {
         return;
     };
     assert_eq!(w.reconcile(), 0);
-    let a = w.command(&["reconcile", "demo"]).spawn().expect("spawn a");
-    std::thread::sleep(Duration::from_millis(300));
+    // Another holder of the app's lock, taken the way every ci-warm command takes it: held by
+    // this test, so the busy run is chosen, not hoped for (a spawned run might not have taken
+    // the lock yet on a slow machine, or have finished on a fast one).
+    let held = ci_warm::platform::lock::acquire(&w.state_dir.join("demo"), "demo", false)
+        .expect("take the app's lock");
     let b = w.command(&["reconcile", "demo"]).output().expect("run b");
     assert_eq!(b.status.code(), Some(75), "the second run is busy");
     assert!(String::from_utf8_lossy(&b.stderr).contains("busy"));
-    let a = a.wait_with_output().expect("wait a");
-    assert_eq!(a.status.code(), Some(0));
+    assert_eq!(w.last_good(), V100, "the busy run changed nothing");
+    drop(held);
+    assert_eq!(w.reconcile(), 0, "once the lock is free the upgrade runs");
     assert_eq!(w.last_good(), V110);
     assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
     assert!(w.alerts().is_empty());

@@ -130,12 +130,9 @@ fn fail_or_skip(why: &str) -> Option<Engine> {
     None
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
+/// One allocator for the whole test binary: a port handed out once is never handed out again
+/// while the tests of this run deploy on it.
+pub use ci_warm_tests::free_port;
 
 /// A unique stack with its recipe dir; removes stack and volumes on drop, whatever happened.
 pub struct Stack {
