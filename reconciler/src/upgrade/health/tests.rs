@@ -476,7 +476,8 @@ fn timing(timeout_ms: u64) -> GateTiming {
     }
 }
 
-#[tokio::test]
+// Paused clock: the deadline is virtual time, so a slow machine cannot make it expire early.
+#[tokio::test(start_paused = true)]
 async fn wait_polls_through_errors_until_healthy() {
     let starting = app(
         "1.0.0+1",
@@ -493,7 +494,8 @@ async fn wait_polls_through_errors_until_healthy() {
     assert_eq!(view.calls.load(Ordering::SeqCst), 4);
 }
 
-#[tokio::test]
+// Paused clock: the deadline is virtual time, so a slow machine cannot make it expire early.
+#[tokio::test(start_paused = true)]
 async fn wait_times_out_with_the_last_reason() {
     let starting = app(
         "1.0.0+1",
@@ -510,25 +512,27 @@ async fn wait_times_out_with_the_last_reason() {
             reason: "service demo_app: 0/1 running (task starting)".into()
         }
     );
-    assert!(view.calls.load(Ordering::SeqCst) >= 2);
+    // 50 ms of virtual time at a 5 ms interval: the gate looked again and again, then gave up.
+    assert!(view.calls.load(Ordering::SeqCst) >= 5);
 }
 
-#[tokio::test]
+// Paused clock: the deadline is virtual time, so a slow machine cannot make it expire early.
+#[tokio::test(start_paused = true)]
 async fn wait_stops_early_on_a_swarm_rollback() {
     let mut s = app("1.0.0+1", vec![running("01")]);
     s.update_state = Some(UpdateState::RollbackStarted);
     let view = Script::new(vec![Ok(vec![s])]);
-    let t0 = std::time::Instant::now();
     let v = HealthGate::new(&view, timing(10_000))
         .wait(&expected("2.0.0+1"), &[])
         .await
         .unwrap();
     assert!(!v.is_healthy());
-    assert!(t0.elapsed() < Duration::from_secs(2));
+    // One look and no second: the gate did not wait out its deadline (counted, not timed).
     assert_eq!(view.calls.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
+// Paused clock: the deadline is virtual time, so a slow machine cannot make it expire early.
+#[tokio::test(start_paused = true)]
 async fn wait_errors_when_the_stack_is_never_observable() {
     let view = Script::new(vec![Err(())]);
     let e = HealthGate::new(&view, timing(30))
