@@ -9,6 +9,7 @@ mod cache;
 mod copy;
 mod error;
 mod export;
+mod fsat;
 pub mod manifest;
 mod meta;
 mod pool;
