@@ -13,7 +13,7 @@ use crate::copy::{self, Method};
 use crate::error::{Error, Result, io, nix_io};
 use crate::manifest::{self, Entry, Kind, Manifest, SourceId, VOLUMES, Volume};
 use crate::meta;
-use crate::progress::{NoProgress, Progress};
+use crate::progress::{NoProgress, Phase, Progress};
 use crate::publish;
 use crate::space::{self, Reserve};
 
@@ -127,6 +127,7 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
         .map(|m| Verified::load(&prev_dir, m))
         .unwrap_or_default();
     let result = build(&tmp, &mut plans, &mut summary, progress, &prev_known).and_then(|()| {
+        progress.phase(Phase::TreeBuilt);
         let volumes: Vec<Volume> = plans
             .iter_mut()
             .map(|p| Volume {
@@ -141,10 +142,13 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
         })?;
         let mpath = tmp.join(manifest::FILE);
         std::fs::write(&mpath, bytes).map_err(io("writing", &mpath))?;
+        progress.phase(Phase::ManifestWritten);
         crate::cache::carry_restore_state(&prev_dir, &tmp);
         publish::syncfs(&tmp)?;
         publish::sync_dir(&tmp)?;
-        publish::publish(&req.parent, &tmp)?;
+        progress.phase(Phase::Flushed);
+        publish::publish(&req.parent, &tmp, progress)?;
+        progress.phase(Phase::Published);
         Ok(m)
     });
     if result.is_err() {
