@@ -125,7 +125,7 @@ pub fn import(parent: &Path, input: impl Read) -> Result<()> {
             });
         }
         publish::syncfs(&tmp)?;
-        publish::publish(parent, &tmp)?;
+        publish::publish(parent, &tmp, &crate::progress::NoProgress)?;
         Ok(m)
     });
     if result.is_err() {

@@ -23,7 +23,7 @@ mod verify;
 pub use error::{Error, Result};
 pub use export::{LegacyImport, export, import, import_legacy};
 pub use manifest::Manifest;
-pub use progress::{NoProgress, Progress};
+pub use progress::{NoProgress, Phase, Progress};
 pub use publish::{SNAPSHOT, TMP_PREFIX, sweep_stale};
 pub use restore::{restore, restore_with_progress, volume_names};
 pub use space::{Reserve, free_and_total};

@@ -142,11 +142,24 @@ fn never_healthy_mode_answers_503_and_clobbers_the_data() {
 #[test]
 fn slow_mode_becomes_healthy_later() {
     let data = scratch("slow");
+    // The app's clock starts after `spawned`: an answer received less than 1 s after it is
+    // certainly from before the app turned healthy, and a 200 certainly not. Nothing here
+    // depends on how fast the app starts or answers.
+    let spawned = Instant::now();
     let mut app = App::start("slow:1", &data);
     app.wait_up();
-    assert_eq!(app.get("/health").map(|r| r.0), Some(503));
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(app.get("/health").map(|r| r.0), Some(200));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = app.get("/health").map(|r| r.0);
+        let since = spawned.elapsed();
+        if status == Some(200) {
+            assert!(since >= Duration::from_secs(1), "healthy after {since:?}");
+            break;
+        }
+        assert_eq!(status, Some(503), "after {since:?}");
+        assert!(Instant::now() < deadline, "never became healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     app.terminate();
     std::fs::remove_dir_all(&data).unwrap();
 }
