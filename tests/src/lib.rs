@@ -29,11 +29,14 @@ pub fn ci_warm_bin() -> std::path::PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = std::process::Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "--quiet", "-p", "ci-warm", "--bin", "ci-warm"])
+            // The same selection as `cargo test --workspace` (dev-dependencies and their features
+            // included): a narrower `-p ci-warm` resolves other features and rebuilds the whole
+            // dependency graph, twice per test run.
+            .args(["build", "--quiet", "--workspace", "--all-targets"])
             .status()
             .map_err(|e| format!("running cargo build: {e}"))?;
         if !status.success() {
-            return Err(format!("cargo build -p ci-warm: {status}"));
+            return Err(format!("cargo build --workspace --all-targets: {status}"));
         }
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(std::path::PathBuf::from)
