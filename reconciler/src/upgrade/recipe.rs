@@ -21,6 +21,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::platform::text::redact_userinfo;
 use crate::upgrade::gate::Release;
 use crate::upgrade::version::{Version, parse_tags};
 
@@ -200,26 +201,10 @@ impl GitRecipe {
         cache_dir: impl Into<PathBuf>,
     ) -> Result<GitRecipe, RecipeError> {
         let repo_url = repo_url.into();
-        let bad = |reason: &str| RecipeError::InvalidUrl {
-            url: repo_url.clone(),
-            reason: reason.to_owned(),
-        };
-        if repo_url.is_empty() {
-            return Err(bad("it is empty"));
-        }
-        // git would read a leading '-' as an option.
-        if repo_url.starts_with('-') {
-            return Err(bad("it starts with '-'"));
-        }
-        if repo_url
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace())
-        {
-            return Err(bad("it contains whitespace or control characters"));
-        }
-        if repo_url.starts_with("ext::") {
-            return Err(bad("the ext:: transport runs commands"));
-        }
+        check_repo_url(&repo_url).map_err(|reason| RecipeError::InvalidUrl {
+            url: redact_userinfo(&repo_url),
+            reason,
+        })?;
         Ok(GitRecipe {
             repo_url,
             cache_dir: cache_dir.into(),
@@ -417,6 +402,50 @@ impl GitRecipe {
         // not make a whole note (and the hold it may trigger) disappear.
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
+}
+
+/// Whether `url` may be handed to git as a recipe's origin; `Err` says why not. The one check
+/// behind both `config check` (`apps.*.repo`, `canonicals.*.repo`) and every run that opens a
+/// recipe, so the two never disagree.
+///
+/// Accepted: `https://`, `http://`, `ssh://`, `git://`, `file://` URLs, scp-like `user@host:path`
+/// and local paths (the demo and the tests publish recipes from a local repository). Refused:
+/// anything git would read as an option (a leading `-`), whitespace and control characters,
+/// git's `<transport>::<address>` remote-helper syntax (`ext::` runs any command, `fd::` talks
+/// to file descriptors, and any other name runs a `git-remote-<name>` program), and inline
+/// credentials (a password, or any user in an `http(s)://` URL, where it is a token): they would
+/// show in logs, state and alerts.
+pub fn check_repo_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err("it is empty".into());
+    }
+    if url.starts_with('-') {
+        return Err("it starts with '-', which git would read as an option".into());
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("it contains whitespace or control characters".into());
+    }
+    if let Some((transport, _)) = url.split_once("::")
+        && !transport.contains('/')
+    {
+        return Err(format!(
+            "git's `{transport}::` remote-helper syntax runs a helper program (ext:: runs any \
+             command); use an https://, ssh:// or git:// URL, or a path"
+        ));
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && (userinfo.contains(':') || matches!(scheme, "http" | "https"))
+        {
+            return Err(
+                "inline credentials in the URL are refused (they would show in logs, state \
+                 and alerts); give git its credentials through a credential helper or an ssh key"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 impl RecipeSource for GitRecipe {
@@ -761,11 +790,26 @@ mod tests {
     #[test]
     fn url_validation() {
         let d = Path::new("/tmp/x");
-        for bad in ["", "-uhttps://x", "https://x y", "ext::sh -c x", "a\nb"] {
+        for bad in [
+            "",
+            "-uhttps://x",
+            "https://x y",
+            "ext::sh -c x",
+            "ext::sh",
+            "fd::3",
+            "foo::bar",
+            "a\nb",
+            "https://user:pw@git.example.org/r.git",
+            "https://token@git.example.org/r.git",
+            "ssh://git:pw@git.example.org/r.git",
+        ] {
             assert!(GitRecipe::new(bad, d).is_err(), "{bad:?}");
         }
         assert!(GitRecipe::new("https://git.coopcloud.tech/coop-cloud/traefik.git", d).is_ok());
         assert!(GitRecipe::new("/srv/recipes/demo", d).is_ok());
+        assert!(GitRecipe::new("file:///srv/recipes/demo", d).is_ok());
+        assert!(GitRecipe::new("ssh://git@git.example.org/r.git", d).is_ok());
+        assert!(GitRecipe::new("git@git.example.org:coop-cloud/r.git", d).is_ok());
         assert_eq!(
             GitRecipe::cache_dir_for(Path::new("/var/lib/ci-warm"), "traefik"),
             Path::new("/var/lib/ci-warm/traefik/recipe")

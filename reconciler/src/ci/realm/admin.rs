@@ -166,7 +166,7 @@ impl Admin {
         tracing::debug!(url = %self.base, expires_in = body.expires_in, "keycloak admin login");
         Ok(Token {
             access: SecretString::new(body.access_token),
-            renew_at: started + life,
+            renew_at: crate::platform::deadline::after(started, life),
         })
     }
 
