@@ -559,7 +559,7 @@ impl Config {
             if let Some(prev) = stacks.insert(stack.clone(), owner.clone()) {
                 out.push(Problem {
                     path: owner.clone(),
-                    message: format!("stack `{stack}` is already used by `{prev}`"),
+                    message: format!("stack `{stack}` is already used by `{}`", escaped(&prev)),
                 });
             }
         };
@@ -626,7 +626,10 @@ impl Config {
             if self.apps.contains_key(&app_name) {
                 out.push(Problem {
                     path: format!("canonicals.{recipe}"),
-                    message: format!("its app name `{app_name}` is also configured under `apps`"),
+                    message: format!(
+                        "its app name `{}` is also configured under `apps`",
+                        escaped(&app_name)
+                    ),
                 });
             }
             match self.canonical_domain(recipe, c) {
