@@ -31,7 +31,7 @@ pub struct AppPlan {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("app {0:?} is not in the config (known: {1})")]
+#[error("app {name} is not in the config (known: {known})", name = crate::platform::text::quoted(.0), known = .1)]
 pub struct UnknownApp(pub String, pub String);
 
 /// Every configured app, apps first, then canonicals, each sorted by name.

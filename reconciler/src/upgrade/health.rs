@@ -24,6 +24,7 @@ use crate::platform::docker::{
     ContainerHealth, DockerError, RestartCondition, ServiceMode, ServiceObs, SwarmView, TaskObs,
     TaskState, UpdateState,
 };
+use crate::platform::text::redact_userinfo;
 
 /// The gate's verdict. The reason names every failing check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,7 +327,9 @@ fn job_converged(s: &ServiceObs, total: Option<u64>) -> Result<(), String> {
 }
 
 fn probe_failure(p: &ProbeResult) -> Option<String> {
-    let url = &p.probe.url;
+    // The config refuses inline credentials; this is the second line of defence, so a reason
+    // (kept in state.json, alerts and `status`) never carries a password.
+    let url = redact_userinfo(&p.probe.url);
     let host = p
         .probe
         .host
@@ -342,7 +345,7 @@ fn probe_failure(p: &ProbeResult) -> Option<String> {
             "probe {url}{host}: status {status} but the body does not contain {:?}",
             p.probe.body_contains.as_deref().unwrap_or_default()
         )),
-        ProbeOutcome::Failed(e) => Some(format!("probe {url}{host}: {e}")),
+        ProbeOutcome::Failed(e) => Some(format!("probe {url}{host}: {}", redact_userinfo(e))),
     }
 }
 
@@ -478,7 +481,7 @@ impl<'a> HealthGate<'a> {
                 source,
             })?;
         let started = Instant::now();
-        let deadline = started + self.timing.timeout;
+        let deadline = crate::platform::deadline::after_tokio(started, self.timing.timeout);
         let mut last: Option<Verdict> = None;
         let mut round = 0u32;
         let mut healthy_rounds = 0u32;
