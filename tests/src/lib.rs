@@ -6,8 +6,10 @@
 //! - [`recipe`]: the demo recipe, a real git repository with release tags and notes;
 //! - [`stack`]: unique stack names, a small `docker stack deploy` helper, and a guard that
 //!   always removes the stack with its volumes;
-//! - [`ports`]: free host ports.
+//! - [`ports`]: free host ports;
+//! - [`abra_sim`]: the abra simulator (`abra-sim` binary) over the real engine.
 
+pub mod abra_sim;
 pub mod docker;
 pub mod images;
 pub mod ports;
@@ -44,6 +46,29 @@ pub fn ci_warm_bin() -> std::path::PathBuf {
         Ok(p) => p.clone(),
         Err(e) => panic!("building ci-warm: {e}"),
     }
+}
+
+/// The `abra-sim` binary of this crate (see [`abra_sim`]), built on first use: for tests of
+/// other packages and for scripts (`ci-warm-fixtures abra-sim`). Tests of this crate can use
+/// `env!("CARGO_BIN_EXE_abra-sim")`.
+pub fn abra_sim_bin() -> anyhow::Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("no workspace root"))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--quiet", "-p", "ci-warm-tests", "--bin", "abra-sim"])
+        .status()
+        .map_err(|e| anyhow::anyhow!("running cargo build: {e}"))?;
+    if !status.success() {
+        anyhow::bail!("cargo build -p ci-warm-tests --bin abra-sim: {status}");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("debug/abra-sim"))
 }
 
 /// Runs `ci-warm --config CONFIG ARGS...` and echoes its exit code and output on stderr, which
