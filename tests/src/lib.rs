@@ -59,7 +59,14 @@ pub fn abra_sim_bin() -> anyhow::Result<std::path::PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--quiet", "-p", "ci-warm-tests", "--bin", "abra-sim"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "ci-warm-tests",
+            "--bin",
+            "abra-sim",
+        ])
         .status()
         .map_err(|e| anyhow::anyhow!("running cargo build: {e}"))?;
     if !status.success() {

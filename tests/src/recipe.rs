@@ -290,10 +290,19 @@ impl DemoRecipe {
         git(&self.dir, &["add", "-A"])?;
         git(
             &self.dir,
-            &["commit", "--quiet", "--allow-empty", "-m", &format!("release {tag}")],
+            &[
+                "commit",
+                "--quiet",
+                "--allow-empty",
+                "-m",
+                &format!("release {tag}"),
+            ],
         )?;
         if annotated {
-            git(&self.dir, &["tag", "-a", "-m", &format!("release {tag}"), tag])?;
+            git(
+                &self.dir,
+                &["tag", "-a", "-m", &format!("release {tag}"), tag],
+            )?;
         } else {
             git(&self.dir, &["tag", tag])?;
         }

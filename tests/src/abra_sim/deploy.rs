@@ -94,11 +94,9 @@ pub fn timeout(
         .or_else(|| c.services.values().find_map(|s| s.labels.get(&key)));
     let from_env = env.get("TIMEOUT").filter(|_| ctx.sw.timeout_from_env);
     match from_label.or(from_env).filter(|v| !v.trim().is_empty()) {
-        Some(v) => Ok(Duration::from_secs(
-            v.trim()
-                .parse()
-                .with_context(|| format!("timeout {v:?} is not a number of seconds"))?,
-        )),
+        Some(v) => Ok(Duration::from_secs(v.trim().parse().with_context(
+            || format!("timeout {v:?} is not a number of seconds"),
+        )?)),
         None => Ok(ctx.sw.default_timeout),
     }
 }
@@ -215,7 +213,8 @@ pub async fn cmd_deploy(ctx: &Ctx, a: &DeployArgs<'_>) -> anyhow::Result<()> {
     }
     // 13. Converge, then pin the version.
     if a.no_converge_checks {
-        ctx.out.info("skipping converge checks (--no-converge-checks)");
+        ctx.out
+            .info("skipping converge checks (--no-converge-checks)");
     } else {
         let services: BTreeMap<String, Option<Duration>> = c
             .services

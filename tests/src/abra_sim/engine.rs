@@ -166,12 +166,13 @@ pub fn stack_rm(stack: &str, wait: bool) -> anyhow::Result<()> {
     let mut cmd = Command::new("docker");
     cmd.args(["stack", "rm"]);
     if client_has_detach() {
-        cmd.arg(if wait { "--detach=false" } else { "--detach=true" });
+        cmd.arg(if wait {
+            "--detach=false"
+        } else {
+            "--detach=true"
+        });
     }
-    let out = cmd
-        .arg(stack)
-        .output()
-        .context("running docker stack rm")?;
+    let out = cmd.arg(stack).output().context("running docker stack rm")?;
     if !out.status.success() {
         bail!(
             "{}{}",

@@ -41,7 +41,8 @@ pub fn ensure(ctx: &Ctx, e: &Ensure<'_>) -> anyhow::Result<String> {
     if e.offline {
         ctx.out.debug("offline: not fetching the recipe");
     } else if !git::fetch(e.dir)? {
-        ctx.out.debug(&format!("{} has no origin to fetch", e.recipe));
+        ctx.out
+            .debug(&format!("{} has no origin to fetch", e.recipe));
     }
     if !git::is_clean(e.dir)? {
         bail!("{} has locally unstaged changes", e.recipe);
@@ -68,7 +69,10 @@ pub fn ensure(ctx: &Ctx, e: &Ensure<'_>) -> anyhow::Result<String> {
     };
     if let Err(err) = git::checkout(e.dir, &version) {
         ctx.out.debug(&format!("{err:#}"));
-        bail!("unable to checkout {version} of {}: not a tag or commit", e.recipe);
+        bail!(
+            "unable to checkout {version} of {}: not a tag or commit",
+            e.recipe
+        );
     }
     ctx.out
         .debug(&format!("{} checked out at {version}", e.recipe));

@@ -29,9 +29,11 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
 
 /// Whether the tree has no modified, staged or untracked file (§4.2: untracked files count).
 pub fn is_clean(dir: &Path) -> anyhow::Result<bool> {
-    Ok(git(dir, &["status", "--porcelain", "--untracked-files=normal"])?
-        .trim()
-        .is_empty())
+    Ok(
+        git(dir, &["status", "--porcelain", "--untracked-files=normal"])?
+            .trim()
+            .is_empty(),
+    )
 }
 
 /// HEAD's hash cut to 8 characters (abra's `SmallSHA`).
@@ -43,7 +45,11 @@ pub fn head_sha8(dir: &Path) -> anyhow::Result<String> {
 /// The chaos version: `SmallSHA(HEAD)`, `+U` when dirty (§4.1 step 4, CONFIRMED).
 pub fn chaos_version(dir: &Path) -> anyhow::Result<String> {
     let sha = head_sha8(dir)?;
-    Ok(if is_clean(dir)? { sha } else { format!("{sha}+U") })
+    Ok(if is_clean(dir)? {
+        sha
+    } else {
+        format!("{sha}+U")
+    })
 }
 
 /// `(tag, annotated)` for every tag.
@@ -113,6 +119,9 @@ mod tests {
     fn versions_order_by_recipe_then_upstream() {
         let mut v = vec!["1.10.0+1.0.0", "1.2.0+1.0.0", "2.0.0+2.0.0", "1.2.0+0.9.0"];
         v.sort_by(|a, b| compare_versions(a, b));
-        assert_eq!(v, ["1.2.0+0.9.0", "1.2.0+1.0.0", "1.10.0+1.0.0", "2.0.0+2.0.0"]);
+        assert_eq!(
+            v,
+            ["1.2.0+0.9.0", "1.2.0+1.0.0", "1.10.0+1.0.0", "2.0.0+2.0.0"]
+        );
     }
 }

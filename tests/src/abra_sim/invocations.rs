@@ -18,6 +18,9 @@ pub fn append(path: &Path, argv: &[String], exit: i32) {
         .open(path)
         .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
     if let Err(e) = result {
-        eprintln!("abra-sim: writing the invocation log {}: {e}", path.display());
+        eprintln!(
+            "abra-sim: writing the invocation log {}: {e}",
+            path.display()
+        );
     }
 }

@@ -91,7 +91,12 @@ pub fn recipe_of(env: &BTreeMap<String, String>) -> Option<(String, Option<Strin
 }
 
 impl App {
-    pub fn load(server: &str, env_path: PathBuf, domain: &str, sw: &Switches) -> anyhow::Result<App> {
+    pub fn load(
+        server: &str,
+        env_path: PathBuf,
+        domain: &str,
+        sw: &Switches,
+    ) -> anyhow::Result<App> {
         let env = envfile::read(&env_path)?;
         let Some((recipe, pinned)) = recipe_of(&env) else {
             bail!("{} has no TYPE (or RECIPE) line", env_path.display());

@@ -33,13 +33,18 @@ pub fn cmd_lint(ctx: &Ctx, recipe: &str) -> anyhow::Result<()> {
     }
     let dir = layout::recipe_dir(&ctx.root, recipe);
     if !dir.join(".env.sample").is_file() {
-        bail!("unable to validate recipe: {} has no .env.sample", dir.display());
+        bail!(
+            "unable to validate recipe: {} has no .env.sample",
+            dir.display()
+        );
     }
     let verdict = match r014(recipe, &dir) {
         Ok(()) => "ok",
         Err(_) => "failed",
     };
-    ctx.out.print(&format!("R014\terror\t{verdict}\tonly annotated tags used for recipe version"));
+    ctx.out.print(&format!(
+        "R014\terror\t{verdict}\tonly annotated tags used for recipe version"
+    ));
     if verdict == "failed" {
         bail!("linting {recipe} failed");
     }

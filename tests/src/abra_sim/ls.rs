@@ -37,7 +37,11 @@ pub async fn cmd_ls(
         });
         if let Some(d) = &docker {
             let dep = engine::is_deployed(d, &a.stack).await?;
-            row["status"] = json!(if dep.is_some() { "deployed" } else { "undeployed" });
+            row["status"] = json!(if dep.is_some() {
+                "deployed"
+            } else {
+                "undeployed"
+            });
             if let Some(dep) = dep {
                 row["version"] = json!(dep.version.unwrap_or_default());
                 row["chaos"] = json!(dep.chaos.to_string());
@@ -57,7 +61,8 @@ pub async fn cmd_ls(
             let n = entry["apps"].as_array().map_or(0, Vec::len);
             entry["appCount"] = json!(n);
         }
-        ctx.out.print(&serde_json::Value::Object(by_server).to_string());
+        ctx.out
+            .print(&serde_json::Value::Object(by_server).to_string());
     } else {
         ctx.out.print("SERVER\tRECIPE\tAPP\tVERSION\tSTATUS\tCHAOS");
         for r in rows {
@@ -92,8 +97,7 @@ pub async fn cmd_ps(ctx: &Ctx, domain: &str, machine: bool) -> anyhow::Result<()
         let running = tasks
             .iter()
             .filter(|t| {
-                t.status.as_ref().and_then(|s| s.state)
-                    == Some(bollard::models::TaskState::RUNNING)
+                t.status.as_ref().and_then(|s| s.state) == Some(bollard::models::TaskState::RUNNING)
             })
             .count();
         let image = s

@@ -79,9 +79,7 @@ async fn dispatch(ctx: &Ctx, cli: Cli) -> anyhow::Result<()> {
                 )
                 .await
             }
-            AppCmd::Undeploy(a) => {
-                undeploy::cmd_undeploy(ctx, &a.domain, no_input, a.prune).await
-            }
+            AppCmd::Undeploy(a) => undeploy::cmd_undeploy(ctx, &a.domain, no_input, a.prune).await,
             AppCmd::Secret { cmd } => match cmd {
                 SecretCmd::Generate {
                     domain,

@@ -25,12 +25,20 @@ use super::engine;
 pub struct Before {
     tasks: HashSet<String>,
     update_started: HashMap<String, Option<String>>,
+    /// Each service's task template: when the deploy changed it, swarm replaces the tasks.
+    templates: HashMap<String, serde_json::Value>,
+}
+
+fn template(s: &Service) -> anyhow::Result<serde_json::Value> {
+    serde_json::to_value(s.spec.as_ref().and_then(|s| s.task_template.as_ref()))
+        .context("task template")
 }
 
 pub async fn before(docker: &Docker, stack: &str) -> anyhow::Result<Before> {
     let mut b = Before::default();
     for s in engine::services(docker, stack).await? {
         let name = engine::service_name(&s);
+        b.templates.insert(name.clone(), template(&s)?);
         b.update_started.insert(
             name.clone(),
             s.update_status.as_ref().and_then(|u| u.started_at.clone()),
@@ -113,18 +121,20 @@ async fn look(
         }
     }
     let tasks = engine::tasks(docker, name).await?;
+    // When the deploy changed the task template, swarm replaces the tasks: only new ones
+    // count (the update may not even have started when we look). Otherwise (a label-only
+    // change, or nothing) the running tasks are this deploy's.
+    let rolled = before.templates.get(name) != Some(&template(&s)?);
     let mut running = 0;
-    let mut complete_new = 0;
-    let mut complete_any = 0;
-    let mut new_tasks = 0;
+    let mut complete = 0;
     for t in &tasks {
         let id = t.id.clone().unwrap_or_default();
         let is_new = !before.tasks.contains(&id);
         let status = t.status.clone().unwrap_or_default();
         let state = status.state;
         let task_name = format!("{name}.{}", t.slot.unwrap_or(0));
+        let up_to_date = is_new || !rolled;
         if is_new {
-            new_tasks += 1;
             if matches!(state, Some(TaskState::FAILED | TaskState::REJECTED)) {
                 return Ok(Look::Failed(format!(
                     "{task_name}: task {}: {}",
@@ -135,7 +145,10 @@ async fn look(
             if ctx.sw.start_period_fails
                 && start_period.is_some_and(|p| !p.is_zero())
                 && matches!(state, Some(TaskState::STARTING | TaskState::RUNNING))
-                && let Some(cid) = status.container_status.as_ref().and_then(|c| c.container_id.clone())
+                && let Some(cid) = status
+                    .container_status
+                    .as_ref()
+                    .and_then(|c| c.container_id.clone())
                 && in_start_period(docker, &cid).await?
             {
                 return Ok(Look::Failed(format!(
@@ -144,23 +157,19 @@ async fn look(
                 )));
             }
         }
-        if state == Some(TaskState::COMPLETE) {
-            complete_any += 1;
-            if is_new {
-                complete_new += 1;
-            }
+        if up_to_date && state == Some(TaskState::COMPLETE) {
+            complete += 1;
         }
-        if t.desired_state == Some(TaskState::RUNNING) && state == Some(TaskState::RUNNING) {
+        if up_to_date
+            && t.desired_state == Some(TaskState::RUNNING)
+            && state == Some(TaskState::RUNNING)
+        {
             running += 1;
         }
     }
     let want = replicas(&s);
     let done = if one_shot(&s) {
-        if new_tasks > 0 {
-            complete_new >= want.max(1)
-        } else {
-            complete_any >= 1
-        }
+        complete >= want.max(1)
     } else {
         running >= want
     };
@@ -168,7 +177,7 @@ async fn look(
         Ok(Look::Done)
     } else if one_shot(&s) {
         Ok(Look::Waiting(format!(
-            "{name}: {complete_new}/{want} complete{}",
+            "{name}: {complete}/{want} complete{}",
             if updating { ", updating" } else { "" }
         )))
     } else {

@@ -8,6 +8,7 @@ use super::ensure::{Ensure, ensure};
 use super::envfile;
 use super::layout::{self, App};
 use super::secrets;
+use super::switches::NewValidation;
 
 pub struct NewArgs<'a> {
     pub recipe: &'a str,
@@ -54,12 +55,22 @@ pub fn cmd_new(ctx: &Ctx, a: &NewArgs<'_>) -> anyhow::Result<()> {
     let sample_path = dir.join(".env.sample");
     let sample = std::fs::read_to_string(&sample_path)
         .with_context(|| format!("unable to read {}", sample_path.display()))?;
-    let text = envfile::set_key(&sample, &["TYPE", "RECIPE"], &format!("{}:{version}", a.recipe));
+    let text = envfile::set_key(
+        &sample,
+        &["TYPE", "RECIPE"],
+        &format!("{}:{version}", a.recipe),
+    );
     let text = envfile::set_key(&text, &["DOMAIN"], domain);
     let env = ci_warm::platform::deploy::stack::parse_env(&text)
         .map_err(|(line, why)| anyhow::anyhow!(".env.sample line {line}: {why}"))?;
     // The literal files, before any interpolation: `${X}` as a duration fails here.
-    compose::validate_literal(&dir, &compose::files(&env), &env)?;
+    match ctx.sw.new_validation {
+        NewValidation::Durations => {
+            compose::validate_literal_durations(&dir, &compose::files(&env))?;
+        }
+        NewValidation::Literal => compose::validate_literal(&dir, &compose::files(&env), &env)?,
+        NewValidation::None => {}
+    }
     envfile::write(&env_path, &text)?;
     ctx.out.info(&format!(
         "{domain} created ({}:{version} on server {server}, {})",

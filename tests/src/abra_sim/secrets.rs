@@ -81,8 +81,10 @@ pub fn generate(ctx: &Ctx, app: &App, wanted: &[AppSecret], machine: bool) -> an
     let mut made: Vec<(&AppSecret, String)> = Vec::new();
     for s in wanted {
         let value = random_value(s.length)?;
-        ctx.out
-            .debug(&format!("creating secret {} (length {})", s.server_name, s.length));
+        ctx.out.debug(&format!(
+            "creating secret {} (length {})",
+            s.server_name, s.length
+        ));
         engine::secret_create(&s.server_name, &value)?;
         made.push((s, value));
     }
@@ -105,8 +107,11 @@ pub fn generate(ctx: &Ctx, app: &App, wanted: &[AppSecret], machine: bool) -> an
             ctx.out.print(&format!("{}\t{shown}", s.name));
         }
     }
-    ctx.out
-        .info(&format!("{} secret(s) generated for {}", made.len(), app.domain));
+    ctx.out.info(&format!(
+        "{} secret(s) generated for {}",
+        made.len(),
+        app.domain
+    ));
     Ok(())
 }
 
@@ -161,7 +166,8 @@ pub fn cmd_ls(ctx: &Ctx, domain: &str, machine: bool) -> anyhow::Result<()> {
             .collect();
         ctx.out.print(&serde_json::Value::Array(j).to_string());
     } else {
-        ctx.out.print("SECRET NAME\tVERSION\tGENERATED NAME\tCREATED ON SERVER");
+        ctx.out
+            .print("SECRET NAME\tVERSION\tGENERATED NAME\tCREATED ON SERVER");
         for (s, there) in rows {
             ctx.out.print(&format!(
                 "{}\t{}\t{}\t{there}",

@@ -23,8 +23,22 @@ pub enum ExposeEnv {
     None,
 }
 
+/// What `app new` validates in the literal (uninterpolated) compose files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewValidation {
+    /// Only duration fields: a `${X}` there fails.
+    Durations,
+    /// Everything docker's schema checks (`docker stack config --skip-interpolation`): also
+    /// fails `published: ${PORT}`.
+    Literal,
+    None,
+}
+
 #[derive(Debug, Clone)]
 pub struct Switches {
+    /// `ABRA_SIM_NEW_VALIDATION` = durations|literal|none (default durations: §2 CONFIRMED
+    /// for an interpolated start_period; what else abra judges there is INFERRED).
+    pub new_validation: NewValidation,
     /// `ABRA_SIM_FATA_STREAM` (default stdout: contract §4.8, production found FATA on stdout).
     pub fata_stream: Stream,
     /// `ABRA_SIM_LOG_STREAM`: INFO/WARN/ERRO/DEBU lines (default stdout, the same logger).
@@ -110,11 +124,20 @@ impl Switches {
             Some("none") => ExposeEnv::None,
             Some(other) => bail!("ABRA_SIM_EXPOSE_ENV={other:?}: expected app, all or none"),
         };
+        let new_validation = match var("ABRA_SIM_NEW_VALIDATION").as_deref().map(str::trim) {
+            None | Some("durations") => NewValidation::Durations,
+            Some("literal") => NewValidation::Literal,
+            Some("none") => NewValidation::None,
+            Some(other) => {
+                bail!("ABRA_SIM_NEW_VALIDATION={other:?}: expected durations, literal or none")
+            }
+        };
         let resolve_image = var("ABRA_SIM_RESOLVE_IMAGE").unwrap_or_else(|| "never".into());
         if !matches!(resolve_image.as_str(), "always" | "changed" | "never") {
             bail!("ABRA_SIM_RESOLVE_IMAGE={resolve_image:?}: expected always, changed or never");
         }
         Ok(Switches {
+            new_validation,
             fata_stream: stream("ABRA_SIM_FATA_STREAM")?,
             log_stream: stream("ABRA_SIM_LOG_STREAM")?,
             deployed_needs_force: flag("ABRA_SIM_DEPLOYED_NEEDS_FORCE", true)?,

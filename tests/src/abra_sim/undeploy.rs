@@ -10,7 +10,12 @@ use super::engine;
 use super::envfile;
 use super::layout::App;
 
-pub async fn cmd_undeploy(ctx: &Ctx, domain: &str, no_input: bool, prune: bool) -> anyhow::Result<()> {
+pub async fn cmd_undeploy(
+    ctx: &Ctx,
+    domain: &str,
+    no_input: bool,
+    prune: bool,
+) -> anyhow::Result<()> {
     if ctx.sw.require_no_input && !no_input {
         bail!("a prompt needs a terminal: pass --no-input/-n");
     }
@@ -27,6 +32,7 @@ pub async fn cmd_undeploy(ctx: &Ctx, domain: &str, no_input: bool, prune: bool) 
     if let Some(v) = deployed.effective_version() {
         envfile::write_version(&app.env_path, &app.recipe, v)?;
     }
-    ctx.out.info(&format!("undeployed {domain} (stack {})", app.stack));
+    ctx.out
+        .info(&format!("undeployed {domain} (stack {})", app.stack));
     Ok(())
 }
