@@ -57,7 +57,9 @@ pub async fn cmd_ls(
             let entry = by_server
                 .entry(s.clone())
                 .or_insert_with(|| json!({"server": s, "apps": [], "appCount": 0}));
-            entry["apps"].as_array_mut().map(|v| v.push(r));
+            if let Some(v) = entry["apps"].as_array_mut() {
+                v.push(r);
+            }
             let n = entry["apps"].as_array().map_or(0, Vec::len);
             entry["appCount"] = json!(n);
         }
