@@ -18,64 +18,43 @@ pub mod stack;
 
 pub use ports::free_port;
 
-/// The `ci-warm` binary of this workspace, built on first use (a test of another package does
-/// not get it built by cargo).
+/// Builds `bin` of workspace package `package` (debug) and returns its path: a test of
+/// another package does not get it built by cargo.
+fn build_bin(package: &str, bin: &str) -> Result<std::path::PathBuf, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .ok_or("no workspace root")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .status()
+        .map_err(|e| format!("running cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build -p {package} --bin {bin}: {status}"));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("debug").join(bin))
+}
+
+/// The `ci-warm` binary of this workspace, built on first use.
 pub fn ci_warm_bin() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
         std::sync::OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .ok_or("no workspace root")?;
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .current_dir(&root)
-            .args(["build", "--quiet", "-p", "ci-warm", "--bin", "ci-warm"])
-            .status()
-            .map_err(|e| format!("running cargo build: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build -p ci-warm: {status}"));
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        Ok(target.join("debug/ci-warm"))
-    });
-    match built {
+    match BUILT.get_or_init(|| build_bin("ci-warm", "ci-warm")) {
         Ok(p) => p.clone(),
         Err(e) => panic!("building ci-warm: {e}"),
     }
 }
 
-/// The `abra-sim` binary of this crate (see [`abra_sim`]), built on first use: for tests of
+/// The `abra-sim` binary of this crate (see [`abra_sim`]), built on demand: for tests of
 /// other packages and for scripts (`ci-warm-fixtures abra-sim`). Tests of this crate can use
 /// `env!("CARGO_BIN_EXE_abra-sim")`.
 pub fn abra_sim_bin() -> anyhow::Result<std::path::PathBuf> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .ok_or_else(|| anyhow::anyhow!("no workspace root"))?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "ci-warm-tests",
-            "--bin",
-            "abra-sim",
-        ])
-        .status()
-        .map_err(|e| anyhow::anyhow!("running cargo build: {e}"))?;
-    if !status.success() {
-        anyhow::bail!("cargo build -p ci-warm-tests --bin abra-sim: {status}");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("debug/abra-sim"))
+    build_bin("ci-warm-tests", "abra-sim").map_err(anyhow::Error::msg)
 }
 
 /// Runs `ci-warm --config CONFIG ARGS...` and echoes its exit code and output on stderr, which

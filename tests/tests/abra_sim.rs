@@ -148,6 +148,13 @@ fn abra_dir(base: &Path, origin: &DemoRecipe) -> PathBuf {
     root
 }
 
+/// `app new demo <version> -s default -D <domain> -n -o`.
+fn new_args<'a>(domain: &'a str, version: &'a str) -> [&'a str; 10] {
+    [
+        "app", "new", "demo", version, "-s", "default", "-D", domain, "-n", "-o",
+    ]
+}
+
 struct Sim {
     root: PathBuf,
     log: PathBuf,
@@ -291,8 +298,17 @@ async fn wait_removed(docker: &bollard::Docker, stack: &str, timeout: Duration) 
     }
 }
 
-fn ensure_images() {
-    images::ensure_images().expect("demo images");
+/// The demo images, a test stack with its secrets guard (dropped first: stack, then
+/// secrets), the stack name and the app domain that maps to it (`.` for `_`).
+async fn app_under_test(test: &str) -> (TestStack, SecretsGuard, String, String) {
+    tokio::task::spawn_blocking(|| images::ensure_images().expect("demo images"))
+        .await
+        .unwrap();
+    let st = TestStack::new(test);
+    let guard = SecretsGuard(st.name.clone());
+    let stack = st.name.clone();
+    let domain = stack.replace('_', ".");
+    (st, guard, stack, domain)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,11 +317,7 @@ async fn abra_sim_lifecycle_follows_the_contract() {
         return;
     };
     let t0 = Instant::now();
-    tokio::task::spawn_blocking(ensure_images).await.unwrap();
-    let st = TestStack::new("abra_sim");
-    let _secrets = SecretsGuard(st.name.clone());
-    let stack = st.name.clone();
-    let domain = stack.replace('_', ".");
+    let (st, _secrets, stack, domain) = app_under_test("abra_sim").await;
     let v1 = Variant {
         tag: "1.0.0+1.0.0",
         ..BASE
@@ -326,18 +338,7 @@ async fn abra_sim_lifecycle_follows_the_contract() {
     let tag_commit = |t: &str| git_out(&tree, &["rev-list", "-n1", t]);
 
     // app new: copies .env.sample, pins TYPE, sets DOMAIN, moves the shared tree to the tag.
-    sim.ok(&[
-        "app",
-        "new",
-        "demo",
-        "1.0.0+1.0.0",
-        "-s",
-        "default",
-        "-D",
-        &domain,
-        "-n",
-        "-o",
-    ]);
+    sim.ok(&new_args(&domain, "1.0.0+1.0.0"));
     assert_eq!(
         sim.env_line(&domain, "TYPE").as_deref(),
         Some("demo:1.0.0+1.0.0")
@@ -507,11 +508,7 @@ async fn abra_sim_monitor_fails_in_start_period_skips_with_c_and_times_out() {
         return;
     };
     let t0 = Instant::now();
-    tokio::task::spawn_blocking(ensure_images).await.unwrap();
-    let st = TestStack::new("abra_sim_mon");
-    let _secrets = SecretsGuard(st.name.clone());
-    let stack = st.name.clone();
-    let domain = stack.replace('_', ".");
+    let (st, _secrets, _stack, domain) = app_under_test("abra_sim_mon").await;
     // Healthy only after 6 s, inside a 60 s start_period (the collabora case).
     let slow = Variant {
         tag: "1.0.0+1.0.0",
@@ -547,34 +544,12 @@ async fn abra_sim_monitor_fails_in_start_period_skips_with_c_and_times_out() {
 
     // app new validates the literal compose: `${START}` is no duration. Nothing is written.
     sim.fata(
-        &[
-            "app",
-            "new",
-            "demo",
-            "1.2.0+1.0.0",
-            "-s",
-            "default",
-            "-D",
-            &domain,
-            "-n",
-            "-o",
-        ],
+        &new_args(&domain, "1.2.0+1.0.0"),
         "start_period Does not match format 'duration'",
     );
     assert!(!sim.env_file(&domain).exists());
 
-    sim.ok(&[
-        "app",
-        "new",
-        "demo",
-        "1.0.0+1.0.0",
-        "-s",
-        "default",
-        "-D",
-        &domain,
-        "-n",
-        "-o",
-    ]);
+    sim.ok(&new_args(&domain, "1.0.0+1.0.0"));
     sim.set_env(&domain, &format!("PORT={}\n", st.port));
 
     // The new task is in its start_period with failing probes: deploy failed, TYPE untouched.
