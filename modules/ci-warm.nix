@@ -14,7 +14,7 @@ let
   configFile =
     if cfg.checkConfig then
       pkgs.runCommand "ci-warm-checked.json" { nativeBuildInputs = [ cfg.package ]; } ''
-        ci-warm config check ${renderedConfig} >/dev/null
+        ci-warm config check --static ${renderedConfig} >/dev/null
         cp ${renderedConfig} $out
       ''
     else renderedConfig;
@@ -168,7 +168,7 @@ in
     checkConfig = mkOption {
       type = types.bool;
       default = d.checkConfig;
-      description = "Run `ci-warm config check` on the rendered config at build time, so a rejected config fails the build instead of the first reconcile. Turn off only when cross-compiling.";
+      description = "Run `ci-warm config check --static` (the file only: the build sandbox cannot see the host's env files) on the rendered config at build time, so a rejected config fails the build instead of the first reconcile. Turn off only when cross-compiling.";
     };
 
     stateDir = mkOption {

@@ -13,7 +13,7 @@ use ci_warm::ci::realm::{
     self, Admin, AdminError, CreateRequest, Deleted, MARK_CREATED, MARK_RUN, RealmError,
 };
 use ci_warm::config::secret::SecretString;
-use fake_keycloak::{ADMIN_USER, FakeKeycloak};
+use fake_keycloak::{ADMIN_USER, Echo, EchoAs, FakeKeycloak};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -798,7 +798,101 @@ async fn unwritable_credentials_leave_no_realm_behind() {
     let e = realm::create(&a, &request("demo", "9"), out, SystemTime::now())
         .await
         .unwrap_err();
-    assert!(matches!(e, RealmError::Credentials { .. }), "{e}");
+    assert!(matches!(e, RealmError::Output { .. }), "{e}");
     assert!(e.to_string().contains("/nonexistent-dir/creds.json"), "{e}");
     assert_eq!(kc.realm_names(), ["master"], "nobody could log in to it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_output_is_refused_before_the_realm_is_created() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let a = admin(&kc).await;
+    let d = tempfile::tempdir().unwrap();
+    let taken = d.path().join("taken.json");
+    std::fs::write(&taken, "another run's credentials").unwrap();
+    let readonly = d.path().join("ro");
+    std::fs::create_dir(&readonly).unwrap();
+    std::fs::set_permissions(&readonly, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    let mut bad = vec![
+        d.path().join("missing-dir/creds.json"),
+        taken.clone(),
+        d.path().to_owned(),
+    ];
+    if !root {
+        bad.push(readonly.join("creds.json"));
+    }
+    for (i, out) in bad.iter().enumerate() {
+        let e = realm::create(&a, &request("demo", &i.to_string()), out, SystemTime::now())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, RealmError::Output { .. }),
+            "{}: {e}",
+            out.display()
+        );
+        assert!(e.to_string().contains("no realm was created"), "{e}");
+    }
+    assert_eq!(
+        kc.realms_created(),
+        0,
+        "a realm was created before the output was known good"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&taken).unwrap(),
+        "another run's credentials"
+    );
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        2,
+        "no temporary file left"
+    );
+}
+
+/// A run of 32+ hex digits: a client secret, user password or token `realm create` generates.
+fn has_generated_secret(s: &str) -> bool {
+    s.as_bytes()
+        .split(|b| !b.is_ascii_hexdigit())
+        .any(|run| run.len() >= 32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_that_echo_the_request_never_reveal_a_secret() {
+    // No spaces: the form-encoded echo of this password is the password itself.
+    const SECRET: &str = "Adm1n-s3cret.pw";
+    for how in [EchoAs::Json, EchoAs::Html] {
+        let kc = FakeKeycloak::start(SECRET).await;
+        kc.echo_bodies(Echo::Login, how);
+        let e = Admin::login(&kc.url, ADMIN_USER, SecretString::new(SECRET))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains(SECRET),
+            "{how:?}: the admin password leaked: {e}"
+        );
+        assert!(e.contains("400"), "{how:?}: {e}");
+
+        let kc = FakeKeycloak::start(SECRET).await;
+        let a = Admin::login(&kc.url, ADMIN_USER, SecretString::new(SECRET))
+            .await
+            .unwrap();
+        kc.echo_bodies(Echo::CreateRealm, how);
+        let d = tempfile::tempdir().unwrap();
+        let e = realm::create(
+            &a,
+            &request("demo", "7"),
+            &d.path().join("c.json"),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !has_generated_secret(&e),
+            "{how:?}: a realm secret leaked: {e}"
+        );
+        assert!(!e.contains(SECRET), "{how:?}: {e}");
+        assert!(e.contains("400") && e.len() < 1000, "{how:?}: {e}");
+    }
 }

@@ -211,14 +211,64 @@ fn fetch_survives_leftovers_of_a_killed_run() {
     assert!(!cache.join("packed-refs.lock").exists());
 }
 
+/// Nothing but the cache's parent holds: the cache itself, no staging or replaced copies.
+fn only_the_cache_is_left(w: &World) {
+    let names: Vec<_> = std::fs::read_dir(w.recipe.cache_dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["recipe"]);
+}
+
 #[test]
-fn a_cache_that_is_not_a_repository_is_an_error() {
+fn a_cache_that_is_not_a_repository_is_cloned_again() {
     let mut w = world();
     std::fs::create_dir_all(&w.recipe.cache_dir).unwrap();
     std::fs::write(w.recipe.cache_dir.join("junk"), "x").unwrap();
-    let e = w.recipe.fetch().unwrap_err();
-    assert!(matches!(e, RecipeError::BadCache { .. }), "{e:?}");
-    assert!(e.to_string().contains("remove it"), "{e}");
+    w.recipe.fetch().unwrap();
+    assert_eq!(w.recipe.versions().unwrap().len(), 3);
+    assert!(!w.recipe.cache_dir.join("junk").exists());
+    only_the_cache_is_left(&w);
+}
+
+#[test]
+fn a_corrupt_cache_is_cloned_again() {
+    let mut w = world();
+    w.recipe.fetch().unwrap();
+    // git cannot open a repository without HEAD.
+    std::fs::remove_file(w.recipe.cache_dir.join("HEAD")).unwrap();
+    w.recipe.fetch().unwrap();
+    assert_eq!(w.recipe.versions().unwrap().len(), 3);
+    only_the_cache_is_left(&w);
+
+    // Opens, but every object is gone: the fetch fails, a fresh clone works.
+    w.origin.release("1.3.0+1.1", None, false);
+    let objects = w.recipe.cache_dir.join("objects");
+    std::fs::remove_dir_all(&objects).unwrap();
+    std::fs::create_dir_all(objects.join("pack")).unwrap();
+    std::fs::create_dir_all(objects.join("info")).unwrap();
+    w.recipe.fetch().unwrap();
+    assert_eq!(w.recipe.versions().unwrap().last(), Some(&v("1.3.0+1.1")));
+    w.recipe
+        .checkout(&Rev::Version(v("1.3.0+1.1")), &w.root.join("co"))
+        .unwrap();
+    only_the_cache_is_left(&w);
+}
+
+#[test]
+fn a_cache_of_another_repository_is_cloned_again() {
+    let mut w = world();
+    let other = Origin::new(&w.root.join("other"));
+    other.release("9.0.0+9.0", None, false);
+    let mut wrong = GitRecipe::new(other.dir.to_string_lossy(), &w.recipe.cache_dir).unwrap();
+    wrong.fetch().unwrap();
+    w.recipe.fetch().unwrap();
+    assert_eq!(
+        w.recipe.versions().unwrap(),
+        [v("1.0.0+1.0"), v("1.1.0+1.0"), v("1.2.0+1.1")],
+        "no tag of the other repository passes for a version"
+    );
+    only_the_cache_is_left(&w);
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //!
 //! - `<snapshot dir>/.cache/verified.json`: for each manifest entry, the
 //!   identity its content was last known to hash to the manifest's sha256 (written by take and
-//!   by verify). Restore's verification rehashes only files whose identity moved.
+//!   by verify). Restore's verification rehashes only files whose identity moved, and a take
+//!   reuses (hardlinks) a file of the previous snapshot only while its identity is the one
+//!   recorded here: the manifest says what the file was, only this says it still is.
 //! - `<snapshot dir>/.cache/restore-<sha256 of the target path>.json`: for each file a
 //!   restore wrote or checked in a target, its identity and sha256, so the next restore can
 //!   tell "same content" without reading it (same size and mtime are not enough: a file can be

@@ -39,12 +39,18 @@ pub fn copy_and_hash(src: &Path, dst: &Path) -> Result<(String, Method)> {
     if cloned {
         return Ok((hash_file(&mut from, src)?, Method::Reflink));
     }
+    Ok((copy_user(&from, &to, src, dst)?, Method::Copy))
+}
+
+/// Copies the data segments of `from` into `to` (empty, or to be overwritten) in user space,
+/// holes left as holes, and returns the sha256 of the content.
+fn copy_user(from: &File, to: &File, src: &Path, dst: &Path) -> Result<String> {
     let size = from.metadata().map_err(io("stat", src))?.len();
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
     while pos < size {
-        let (data, hole) = next_segment(&from, pos, size);
+        let (data, hole) = next_segment(from, pos, size);
         // Holes hash as zeros, so a sparse file's hash equals its dense twin's.
         if data > pos {
             hash_zeros(&mut hasher, data - pos);
@@ -66,7 +72,27 @@ pub fn copy_and_hash(src: &Path, dst: &Path) -> Result<(String, Method)> {
         pos = hole.max(off);
     }
     to.set_len(size).map_err(io("sizing", dst))?;
-    Ok((hex(&hasher.finalize()), Method::Copy))
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Writes everything `input` yields to `to` and returns its sha256 and length.
+pub fn write_and_hash(mut input: impl Read, to: &mut File, dst: &Path) -> Result<(String, u64)> {
+    use std::io::Write;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = input
+            .read(&mut buf)
+            .map_err(io("reading the content of", dst))?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n]).map_err(io("writing", dst))?;
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex(&hasher.finalize()), total))
 }
 
 /// The next data segment `[data, hole)` at or after `pos`; the whole rest when the filesystem
@@ -99,12 +125,7 @@ fn hash_zeros(h: &mut Sha256, mut n: u64) {
 }
 
 /// sha256 of a whole file, reading data segments only.
-pub fn hash_path(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(io("opening", path))?;
-    hash_file(&mut f, path)
-}
-
-fn hash_file(f: &mut File, path: &Path) -> Result<String> {
+pub fn hash_file(f: &mut File, path: &Path) -> Result<String> {
     let size = f.metadata().map_err(io("stat", path))?.len();
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
@@ -131,15 +152,9 @@ fn hash_file(f: &mut File, path: &Path) -> Result<String> {
 }
 
 /// Copies content only (restore: the snapshot was verified just before, so nothing is
-/// hashed): a reflink, else `copy_file_range` of the data segments, holes left as holes.
-pub fn copy_content(src: &Path, dst: &Path) -> Result<()> {
-    let from = File::open(src).map_err(io("opening", src))?;
-    let to = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dst)
-        .map_err(io("creating", dst))?;
+/// hashed) from `from` into the new, empty file `to`: a reflink, else `copy_file_range` of
+/// the data segments, holes left as holes. `src`/`dst` name them in errors.
+pub fn copy_content(from: &File, to: &File, src: &Path, dst: &Path) -> Result<()> {
     // SAFETY: FICLONE takes the source fd as its argument; both fds are open.
     if unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) } == 0 {
         return Ok(());
@@ -147,7 +162,7 @@ pub fn copy_content(src: &Path, dst: &Path) -> Result<()> {
     let size = from.metadata().map_err(io("stat", src))?.len();
     let mut pos = 0u64;
     while pos < size {
-        let (data, hole) = next_segment(&from, pos, size);
+        let (data, hole) = next_segment(from, pos, size);
         let mut off = data;
         while off < hole {
             let mut off_in = off as libc::loff_t;
@@ -164,10 +179,9 @@ pub fn copy_content(src: &Path, dst: &Path) -> Result<()> {
                 )
             };
             if n < 0 {
-                // EXDEV, ENOSYS, EINVAL on odd filesystems: the user-space path always works.
-                drop(to);
-                std::fs::remove_file(dst).map_err(io("removing", dst))?;
-                return copy_and_hash(src, dst).map(|_| ());
+                // EXDEV, ENOSYS, EINVAL on odd filesystems: the user-space path always works
+                // (it rewrites every data segment, so what was copied so far does not matter).
+                return copy_user(from, to, src, dst).map(|_| ());
             }
             if n == 0 {
                 break;

@@ -15,6 +15,21 @@ pub enum Error {
     BadName(String),
     #[error("manifest {path} is unreadable: {why}")]
     Manifest { path: PathBuf, why: String },
+    #[error("{manifest}: unsafe entry path {path:?}: {why}")]
+    UnsafePath {
+        /// The manifest (or archive) that holds it.
+        manifest: PathBuf,
+        /// `<volume>/<path>` (lossy UTF-8).
+        path: String,
+        why: String,
+    },
+    #[error("{archive}: entry {path:?}: {why}")]
+    Archive {
+        archive: PathBuf,
+        /// The entry's path as stored in the archive (lossy UTF-8).
+        path: String,
+        why: String,
+    },
     #[error(
         "not enough space on {fs} for a snapshot: about {needed} bytes needed, {free} free, and {reserve} must stay free"
     )]

@@ -112,6 +112,15 @@ impl Entry {
         }
     }
 
+    /// The raw path bytes (before any normalisation, so [`check_path`] sees what was stored).
+    pub fn rel_bytes(&self) -> Vec<u8> {
+        match (&self.path, &self.path_hex) {
+            (Some(p), _) => p.as_bytes().to_vec(),
+            (None, Some(h)) => unhex(h),
+            (None, None) => Vec::new(),
+        }
+    }
+
     pub fn set_rel(&mut self, rel: &Path) {
         let b = rel.as_os_str().as_bytes();
         match std::str::from_utf8(b) {
@@ -194,12 +203,155 @@ impl Manifest {
                 why: format!("format {} is not supported (expected {FORMAT})", m.format),
             });
         }
+        m.check_paths(&path)?;
         Ok(m)
+    }
+
+    /// Refuses a manifest with an invalid volume name or entry path (see [`check_path`]),
+    /// naming the first one: nothing may ever be written, chmodded or chowned at such a path.
+    pub fn check_paths(&self, manifest: &Path) -> Result<()> {
+        for v in &self.volumes {
+            check_name(&v.name)?;
+            for e in &v.entries {
+                let raw = e.rel_bytes();
+                if let Err(why) = check_path(&raw) {
+                    return Err(Error::UnsafePath {
+                        manifest: manifest.to_owned(),
+                        path: format!("{}/{}", v.name, String::from_utf8_lossy(&raw)),
+                        why,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn volume(&self, name: &str) -> Option<&Volume> {
         self.volumes.iter().find(|v| v.name == name)
     }
+}
+
+/// The one check of an entry path (raw bytes, relative to its volume root), used by manifest
+/// load, verify, restore and import: empty (the volume root itself), or `/`-separated
+/// components that are neither empty, `.` nor `..`; never absolute, never a NUL byte. A
+/// `path_hex` that is not valid hex decodes short and fails here too (odd length).
+pub fn check_path(raw: &[u8]) -> std::result::Result<(), String> {
+    if raw.is_empty() {
+        return Ok(());
+    }
+    if raw.contains(&0) {
+        return Err("contains a NUL byte".to_owned());
+    }
+    if raw.starts_with(b"/") {
+        return Err("is absolute".to_owned());
+    }
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" => return Err("has an empty component (// or a trailing /)".to_owned()),
+            b"." => return Err("has a '.' component".to_owned()),
+            b".." => return Err("has a '..' component".to_owned()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What is structurally wrong with a volume's entry list, by `<volume>/<path>`: invalid paths
+/// ([`check_path`]), a missing or misplaced root, duplicates, an entry whose parent is not a
+/// directory of the manifest (in particular one below the snapshot's own symlink: reaching it
+/// would mean following that symlink) and hardlinks that point nowhere sensible. Returns
+/// the problems and, per entry, whether its path may be used at all.
+pub fn structure(v: &Volume) -> (Vec<(String, String)>, Vec<bool>) {
+    use std::collections::HashMap;
+    let label = |raw: &[u8]| format!("{}/{}", v.name, String::from_utf8_lossy(raw));
+    let mut out = Vec::new();
+    let mut usable = vec![true; v.entries.len()];
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, e) in v.entries.iter().enumerate() {
+        let raw = e.rel_bytes();
+        if let Err(why) = check_path(&raw) {
+            out.push((label(&raw), format!("unsafe path: {why}")));
+            usable[i] = false;
+            continue;
+        }
+        if raw.is_empty() && (i != 0 || e.kind != Kind::Dir) {
+            out.push((
+                label(&raw),
+                "the volume root must be the first entry, a directory".to_owned(),
+            ));
+            usable[i] = false;
+            continue;
+        }
+        if index.insert(raw.clone(), i).is_some() {
+            out.push((label(&raw), "listed twice".to_owned()));
+            usable[i] = false;
+        }
+    }
+    if v.entries.first().is_none_or(|e| !e.rel_bytes().is_empty()) {
+        out.push((
+            label(b""),
+            "the volume root is not the first entry".to_owned(),
+        ));
+    }
+    // Shallowest first, so a parent's verdict is known before its children's.
+    let mut order: Vec<usize> = (0..v.entries.len()).filter(|&i| usable[i]).collect();
+    order.sort_by_key(|&i| {
+        v.entries[i]
+            .rel_bytes()
+            .iter()
+            .filter(|b| **b == b'/')
+            .count()
+    });
+    for i in order {
+        let e = &v.entries[i];
+        let raw = e.rel_bytes();
+        if let Some(cut) = raw
+            .iter()
+            .rposition(|b| *b == b'/')
+            .or((!raw.is_empty()).then_some(0))
+        {
+            let parent = &raw[..cut];
+            let why = match index.get(parent).map(|&p| (p, &v.entries[p])) {
+                Some((p, pe)) if pe.kind == Kind::Dir && usable[p] => None,
+                Some((_, pe)) if pe.kind == Kind::Dir => {
+                    Some(format!("its parent {} is itself unusable", label(parent)))
+                }
+                Some((_, pe)) if pe.kind == Kind::Symlink => Some(format!(
+                    "sits below the snapshot's own symlink {} (never followed)",
+                    label(parent)
+                )),
+                Some((_, pe)) => Some(format!(
+                    "its parent {} is a {:?}, not a directory",
+                    label(parent),
+                    pe.kind
+                )),
+                None => Some(format!(
+                    "its parent directory {} is not in the manifest",
+                    label(parent)
+                )),
+            };
+            if let Some(why) = why {
+                out.push((label(&raw), why));
+                usable[i] = false;
+                continue;
+            }
+        }
+        if let Some(first) = e.link_of {
+            let ok = e.kind == Kind::File
+                && first != i
+                && v.entries
+                    .get(first)
+                    .is_some_and(|f| f.kind == Kind::File && f.link_of.is_none());
+            if !ok {
+                out.push((
+                    label(&raw),
+                    format!("hardlink to entry {first}, which is not a first-named regular file"),
+                ));
+                usable[i] = false;
+            }
+        }
+    }
+    (out, usable)
 }
 
 /// Volume names become directory names.

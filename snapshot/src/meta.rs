@@ -2,16 +2,18 @@
 //! are the `system.posix_acl_*` xattrs), and nanosecond mtimes. Never follows symlinks.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
 
 use crate::error::{Result, io, nix_io};
+use crate::fsat;
 use crate::manifest::{Bytes, Entry, Kind, SourceId, xattr_key};
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -192,12 +194,25 @@ pub fn apply(path: &Path, e: &Entry) -> Result<()> {
     )
     .map_err(nix_io("chown", path))?;
     if e.kind != Kind::Symlink {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode))
-            .map_err(io("chmod", path))?;
+        chmod_at(nix::fcntl::AT_FDCWD, path, e.mode).map_err(nix_io("chmod", path))?;
     }
     write_xattrs(path, &e.xattr_map()).map_err(io("writing xattrs of", path))?;
     set_mtime(path, e)
+}
+
+/// chmod that never follows a symlink (glibc and musl refuse a symlink rather than follow
+/// it, through `fchmodat2` or `O_PATH` + `/proc/self/fd`).
+fn chmod_at<Fd: std::os::fd::AsFd, P: ?Sized + nix::NixPath>(
+    dir: Fd,
+    name: &P,
+    mode: u32,
+) -> nix::Result<()> {
+    nix::sys::stat::fchmodat(
+        dir,
+        name,
+        nix::sys::stat::Mode::from_bits_truncate(mode as libc::mode_t),
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )
 }
 
 pub fn set_mtime(path: &Path, e: &Entry) -> Result<()> {
@@ -212,80 +227,126 @@ pub fn set_mtime(path: &Path, e: &Entry) -> Result<()> {
     .map_err(nix_io("setting the mtime of", path))
 }
 
-/// How the metadata of `path` differs from the entry's (content not compared), and its lstat.
-pub fn differences(path: &Path, e: &Entry) -> Result<(Vec<String>, std::fs::Metadata)> {
-    let md = std::fs::symlink_metadata(path).map_err(io("lstat", path))?;
-    let mut out = Vec::new();
-    if kind_of(&md) != Some(e.kind) {
-        out.push(format!("type is {:?}, expected {:?}", kind_of(&md), e.kind));
-        return Ok((out, md));
-    }
-    if e.kind != Kind::Symlink && md.mode() & 0o7777 != e.mode {
-        out.push(format!(
-            "mode is {:o}, expected {:o}",
-            md.mode() & 0o7777,
-            e.mode
-        ));
-    }
-    if (md.uid(), md.gid()) != (e.uid, e.gid) {
-        out.push(format!(
-            "owner is {}:{}, expected {}:{}",
-            md.uid(),
-            md.gid(),
-            e.uid,
-            e.gid
-        ));
-    }
-    if e.kind == Kind::File && md.size() != e.size {
-        out.push(format!("size is {}, expected {}", md.size(), e.size));
-    }
-    if (md.mtime(), md.mtime_nsec()) != (e.mtime_sec, e.mtime_nsec) {
-        out.push("mtime differs".to_owned());
-    }
-    if let Some(rdev) = e.rdev
-        && md.rdev() != rdev
-    {
-        out.push(format!("device is {}, expected {rdev}", md.rdev()));
-    }
-    if let Some(t) = &e.target {
-        let have = std::fs::read_link(path).map_err(io("readlink", path))?;
-        if have.as_os_str().as_bytes() != t.to_bytes().as_slice() {
-            out.push("symlink target differs".to_owned());
-        }
-    }
-    let xattrs = read_xattrs(path).map_err(io("reading xattrs of", path))?;
-    if xattrs != e.xattr_map() {
-        out.push("xattrs differ".to_owned());
-    }
-    Ok((out, md))
+/// An entry addressed relative to a directory fd (see `fsat`): `name` is one component,
+/// never followed; `label` is its path, for messages.
+#[derive(Clone, Copy)]
+pub struct At<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub name: &'a CStr,
+    pub label: &'a Path,
 }
 
-/// Like [`apply`], but touches only what differs from `md` (the current lstat of `path`), so
-/// an unchanged entry costs one xattr listing and no writes. Returns whether it wrote anything.
-pub fn apply_if_needed(path: &Path, e: &Entry, md: &std::fs::Metadata) -> Result<bool> {
-    let chown = (md.uid(), md.gid()) != (e.uid, e.gid);
-    if chown {
+impl At<'_> {
+    fn xattr_path(&self) -> PathBuf {
+        fsat::proc_path(self.dir, self.name)
+    }
+
+    pub fn lstat(&self) -> Result<std::fs::Metadata> {
+        fsat::lstat_at(self.dir, self.name).map_err(io("lstat", self.label))
+    }
+
+    pub fn xattrs(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+        read_xattrs(&self.xattr_path()).map_err(io("reading xattrs of", self.label))
+    }
+
+    fn chown(&self, e: &Entry) -> Result<()> {
         nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            path,
+            self.dir,
+            self.name,
             Some(nix::unistd::Uid::from_raw(e.uid)),
             Some(nix::unistd::Gid::from_raw(e.gid)),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(nix_io("chown", path))?;
+        .map_err(nix_io("chown", self.label))
     }
-    // chown clears setuid/setgid, so the mode is rewritten after any chown.
-    if e.kind != Kind::Symlink && (chown || md.mode() & 0o7777 != e.mode) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode))
-            .map_err(io("chmod", path))?;
+
+    fn chmod(&self, e: &Entry) -> Result<()> {
+        chmod_at(self.dir, self.name, e.mode).map_err(nix_io("chmod", self.label))
     }
-    let xattrs = write_xattrs(path, &e.xattr_map()).map_err(io("writing xattrs of", path))?;
-    let mtime = (md.mtime(), md.mtime_nsec()) != (e.mtime_sec, e.mtime_nsec);
-    if mtime || chown || xattrs || md.mode() & 0o7777 != e.mode {
-        // Anything written above may have moved the mtime, so it is always set last.
-        set_mtime(path, e)?;
-        return Ok(true);
+
+    pub fn set_mtime(&self, e: &Entry) -> Result<()> {
+        let t = TimeSpec::new(e.mtime_sec, e.mtime_nsec);
+        utimensat(self.dir, self.name, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .map_err(nix_io("setting the mtime of", self.label))
     }
-    Ok(false)
+
+    /// Owner, mode, xattrs and mtime of `e`, in that order (chown clears setuid/setgid).
+    pub fn apply(&self, e: &Entry) -> Result<()> {
+        self.chown(e)?;
+        if e.kind != Kind::Symlink {
+            self.chmod(e)?;
+        }
+        write_xattrs(&self.xattr_path(), &e.xattr_map())
+            .map_err(io("writing xattrs of", self.label))?;
+        self.set_mtime(e)
+    }
+
+    /// How the metadata differs from the entry's (content not compared), and the lstat.
+    pub fn differences(&self, e: &Entry) -> Result<(Vec<String>, std::fs::Metadata)> {
+        let md = self.lstat()?;
+        let mut out = Vec::new();
+        if kind_of(&md) != Some(e.kind) {
+            out.push(format!("type is {:?}, expected {:?}", kind_of(&md), e.kind));
+            return Ok((out, md));
+        }
+        if e.kind != Kind::Symlink && md.mode() & 0o7777 != e.mode {
+            out.push(format!(
+                "mode is {:o}, expected {:o}",
+                md.mode() & 0o7777,
+                e.mode
+            ));
+        }
+        if (md.uid(), md.gid()) != (e.uid, e.gid) {
+            out.push(format!(
+                "owner is {}:{}, expected {}:{}",
+                md.uid(),
+                md.gid(),
+                e.uid,
+                e.gid
+            ));
+        }
+        if e.kind == Kind::File && md.size() != e.size {
+            out.push(format!("size is {}, expected {}", md.size(), e.size));
+        }
+        if (md.mtime(), md.mtime_nsec()) != (e.mtime_sec, e.mtime_nsec) {
+            out.push("mtime differs".to_owned());
+        }
+        if let Some(rdev) = e.rdev
+            && md.rdev() != rdev
+        {
+            out.push(format!("device is {}, expected {rdev}", md.rdev()));
+        }
+        if let Some(t) = &e.target {
+            let have = fsat::readlink_at(self.dir, self.name, self.label)?;
+            if have != t.to_bytes() {
+                out.push("symlink target differs".to_owned());
+            }
+        }
+        if self.xattrs()? != e.xattr_map() {
+            out.push("xattrs differ".to_owned());
+        }
+        Ok((out, md))
+    }
+
+    /// Like [`At::apply`], but touches only what differs from `md` (the current lstat), so
+    /// an unchanged entry costs one xattr listing and no writes. Returns whether it wrote.
+    pub fn apply_if_needed(&self, e: &Entry, md: &std::fs::Metadata) -> Result<bool> {
+        let chown = (md.uid(), md.gid()) != (e.uid, e.gid);
+        if chown {
+            self.chown(e)?;
+        }
+        // chown clears setuid/setgid, so the mode is rewritten after any chown.
+        if e.kind != Kind::Symlink && (chown || md.mode() & 0o7777 != e.mode) {
+            self.chmod(e)?;
+        }
+        let xattrs = write_xattrs(&self.xattr_path(), &e.xattr_map())
+            .map_err(io("writing xattrs of", self.label))?;
+        let mtime = (md.mtime(), md.mtime_nsec()) != (e.mtime_sec, e.mtime_nsec);
+        if mtime || chown || xattrs || md.mode() & 0o7777 != e.mode {
+            // Anything written above may have moved the mtime, so it is always set last.
+            self.set_mtime(e)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
 }

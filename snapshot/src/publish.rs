@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, io};
+use crate::progress::{NoProgress, Phase, Progress};
 
 pub const SNAPSHOT: &str = "snapshot";
 pub const TMP_PREFIX: &str = ".tmp-";
@@ -36,7 +37,7 @@ pub fn sweep_stale(parent: &Path) -> Result<usize> {
         {
             let p = entry.path();
             tracing::info!(path = %p.display(), "removing a stale in-progress snapshot");
-            remove_tree_parallel(&p)?;
+            remove_tree_parallel(&p, &NoProgress)?;
             n += 1;
         }
     }
@@ -45,8 +46,9 @@ pub fn sweep_stale(parent: &Path) -> Result<usize> {
 
 /// Removes a big tree on every core: unlinking tens of thousands of names is syscall-bound.
 /// The top of the tree is opened up breadth-first until there are enough subtrees to share,
-/// those are removed concurrently, then what is left of the top.
-pub fn remove_tree_parallel(root: &Path) -> Result<()> {
+/// those are removed concurrently, then what is left of the top. Each subtree removed is
+/// reported as [`Phase::RemovingPrevious`].
+pub fn remove_tree_parallel(root: &Path, progress: &dyn Progress) -> Result<()> {
     const ENOUGH: usize = 64;
     let mut frontier = vec![root.to_owned()];
     let mut parts: Vec<PathBuf> = Vec::new();
@@ -81,6 +83,7 @@ pub fn remove_tree_parallel(root: &Path) -> Result<()> {
         .map_or(2, |n| n.get())
         .clamp(1, 8);
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let removed = std::sync::atomic::AtomicU64::new(0);
     let failure = std::sync::Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -88,10 +91,16 @@ pub fn remove_tree_parallel(root: &Path) -> Result<()> {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(p) = parts.get(i) else { break };
-                    if let Err(e) = remove_tree(p)
-                        && let Ok(mut f) = failure.lock()
-                    {
-                        f.get_or_insert(e);
+                    match remove_tree(p) {
+                        Ok(()) => progress.phase(Phase::RemovingPrevious {
+                            removed: removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                            parts: parts.len() as u64,
+                        }),
+                        Err(e) => {
+                            if let Ok(mut f) = failure.lock() {
+                                f.get_or_insert(e);
+                            }
+                        }
                     }
                 }
             });
@@ -114,7 +123,7 @@ pub fn remove_tree(p: &Path) -> Result<()> {
 
 /// Makes `tmp` the snapshot: exchanged with the old one in one rename, so a reader (or a
 /// crash) sees either the old or the new snapshot, whole. The old one is removed afterwards.
-pub fn publish(parent: &Path, tmp: &Path) -> Result<()> {
+pub fn publish(parent: &Path, tmp: &Path, progress: &dyn Progress) -> Result<()> {
     let dst = parent.join(SNAPSHOT);
     let exists = std::fs::symlink_metadata(&dst).is_ok();
     if exists {
@@ -143,9 +152,10 @@ pub fn publish(parent: &Path, tmp: &Path) -> Result<()> {
     }
     sync_dir(parent)?;
     if exists {
+        progress.phase(Phase::Exchanged);
         // `tmp` now holds the previous snapshot. The new one is published whatever happens
         // here; a leftover is a `.tmp-*` like any other and the next take sweeps it.
-        if let Err(e) = remove_tree_parallel(tmp) {
+        if let Err(e) = remove_tree_parallel(tmp, progress) {
             tracing::warn!(path = %tmp.display(), error = %e, "cannot remove the previous snapshot yet");
         }
     }

@@ -8,19 +8,21 @@
 //! symlink where the snapshot has a directory is replaced, not entered.
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use crate::cache::{TargetState, Verified};
 use crate::copy;
 use crate::error::{Error, Result, io};
+use crate::fsat::{self, Walker};
 use crate::manifest::{Entry, Kind, Manifest, SourceId, VOLUMES};
-use crate::meta::{self, source_id};
+use crate::meta::{self, At, source_id};
 use crate::pool;
 use crate::progress::{NoProgress, Progress};
 use crate::publish;
-use crate::take::{Summary, mknod};
+use crate::take::Summary;
 use crate::verify::check;
 
 /// The volume names a snapshot holds.
@@ -63,7 +65,8 @@ pub fn restore_with_progress(
     if report.bytes_hashed > 0 {
         known.save(dir);
     }
-    let src_root = dir.join(VOLUMES).join(name);
+    let src_path = dir.join(VOLUMES).join(name);
+    let src_root = fsat::open_root(&src_path)?;
     match std::fs::symlink_metadata(target) {
         Ok(md) if md.is_dir() => {}
         Ok(_) => {
@@ -74,9 +77,13 @@ pub fn restore_with_progress(
         }
         Err(_) => std::fs::create_dir_all(target).map_err(io("creating", target))?,
     }
+    // From here on the target is only reached through this fd (opened O_NOFOLLOW, so a
+    // symlink swapped in since the check above is refused) and fd-relative calls.
+    let troot = fsat::open_root(target)?;
     let total: u64 = vol.entries.iter().map(|e| e.size).sum();
     progress.planned(vol.entries.len() as u64, total);
-    let by_path: HashMap<PathBuf, &Entry> = vol.entries.iter().map(|e| (e.rel(), e)).collect();
+    let by_path: HashMap<Vec<u8>, &Entry> =
+        vol.entries.iter().map(|e| (e.rel_bytes(), e)).collect();
     let mut names_of: HashMap<usize, u64> = HashMap::new();
     for e in &vol.entries {
         if let Some(first) = e.link_of {
@@ -88,17 +95,27 @@ pub fn restore_with_progress(
     let mut copies = Vec::new();
     let mut further_names = Vec::new();
 
-    remove_extras(target, &by_path)?;
+    remove_extras(troot.as_fd(), target, &by_path)?;
 
+    let mut walker = Walker::new(troot.as_fd(), target);
     for (i, e) in vol.entries.iter().enumerate() {
+        let raw = e.rel_bytes();
         let rel = e.rel();
-        let dst = target.join(&rel);
-        let have = std::fs::symlink_metadata(&dst).ok();
+        let label = walker.label(&raw);
+        let (d, nm) = walker.parent(&raw)?;
+        let have = fsat::try_lstat_at(d, &nm, &label)?;
         match e.kind {
             Kind::Dir => {
                 summary.dirs += 1;
-                if have.is_none() {
-                    std::fs::create_dir(&dst).map_err(io("creating", &dst))?;
+                match &have {
+                    Some(h) if h.is_dir() => {}
+                    // Never entered: whatever is there instead (a symlink swapped in since
+                    // the extras were removed) is replaced.
+                    Some(_) => {
+                        fsat::remove_at(d, &nm, &label)?;
+                        fsat::mkdir_at(d, &nm, &label)?;
+                    }
+                    None => fsat::mkdir_at(d, &nm, &label)?,
                 }
             }
             Kind::File => {
@@ -118,14 +135,16 @@ pub fn restore_with_progress(
                             // No record (first restore here, or a new snapshot): same size
                             // and mtime is only a hint, so the content is read and hashed.
                             || ((h.mtime(), h.mtime_nsec()) == (e.mtime_sec, e.mtime_nsec)
-                                && copy::hash_path(&dst).is_ok_and(|h| h == sha)))
+                                && fsat::open_read_at(d, &nm, &label)
+                                    .and_then(|mut f| copy::hash_file(&mut f, &label))
+                                    .is_ok_and(|h| h == sha)))
                 });
                 if unchanged {
                     summary.files_reused += 1;
                     summary.bytes_reused += e.size;
                     progress.advanced(1, e.size);
                 } else {
-                    publish::remove_tree(&dst)?;
+                    fsat::remove_at(d, &nm, &label)?;
                     copies.push(i);
                     summary.files_copied += 1;
                     summary.bytes_copied += e.size;
@@ -135,13 +154,10 @@ pub fn restore_with_progress(
                 summary.other += 1;
                 let want = e.target.as_ref().map(|t| t.to_bytes()).unwrap_or_default();
                 let same = have.as_ref().is_some_and(|h| h.file_type().is_symlink())
-                    && std::fs::read_link(&dst).is_ok_and(|t| {
-                        std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()) == want.as_slice()
-                    });
+                    && fsat::readlink_at(d, &nm, &label).is_ok_and(|t| t == want);
                 if !same {
-                    publish::remove_tree(&dst)?;
-                    std::os::unix::fs::symlink(crate::manifest::os(&want), &dst)
-                        .map_err(io("creating symlink", &dst))?;
+                    fsat::remove_at(d, &nm, &label)?;
+                    fsat::symlink_at(&want, d, &nm, &label)?;
                 }
             }
             Kind::Fifo | Kind::Chardev | Kind::Blockdev => {
@@ -150,35 +166,64 @@ pub fn restore_with_progress(
                     meta::kind_of(h) == Some(e.kind) && e.rdev.is_none_or(|r| r == h.rdev())
                 });
                 if !same {
-                    publish::remove_tree(&dst)?;
-                    mknod(&dst, e)?;
+                    fsat::remove_at(d, &nm, &label)?;
+                    fsat::mknod_at(d, &nm, e.kind, e.rdev.unwrap_or(0), &label)?;
                 }
             }
         }
     }
-    pool::for_each(&copies, |&i| {
-        let rel = vol.entries[i].rel();
-        copy::copy_content(&src_root.join(&rel), &target.join(&rel))?;
-        progress.advanced(1, vol.entries[i].size);
-        Ok(())
-    })?;
+    drop(walker);
+    pool::for_each_with(
+        &copies,
+        || {
+            (
+                Walker::new(troot.as_fd(), target),
+                Walker::new(src_root.as_fd(), &src_path),
+            )
+        },
+        |(to_walker, from_walker), &i| {
+            let raw = vol.entries[i].rel_bytes();
+            let (src, dst) = (from_walker.label(&raw), to_walker.label(&raw));
+            let (sd, sn) = from_walker.parent(&raw)?;
+            let from = fsat::open_read_at(sd, &sn, &src)?;
+            let (td, tn) = to_walker.parent(&raw)?;
+            let to = fsat::create_at(td, &tn, &dst)?;
+            copy::copy_content(&from, &to, &src, &dst)?;
+            progress.advanced(1, vol.entries[i].size);
+            Ok(())
+        },
+    )?;
+    let mut walker = Walker::new(troot.as_fd(), target);
+    let mut first_walker = Walker::new(troot.as_fd(), target);
     for i in further_names {
         let e = &vol.entries[i];
-        let dst = target.join(e.rel());
-        let first = target.join(vol.entries[e.link_of.unwrap_or_default()].rel());
-        let same = match (
-            std::fs::symlink_metadata(&dst),
-            std::fs::symlink_metadata(&first),
-        ) {
+        let raw = e.rel_bytes();
+        let first_raw = vol.entries[e.link_of.unwrap_or_default()].rel_bytes();
+        let label = walker.label(&raw);
+        let first_label = first_walker.label(&first_raw);
+        let (d, nm) = walker.parent(&raw)?;
+        let (fd, fnm) = first_walker.parent(&first_raw)?;
+        let same = match (fsat::lstat_at(d, &nm), fsat::lstat_at(fd, &fnm)) {
             (Ok(h), Ok(f)) => h.ino() == f.ino() && h.dev() == f.dev(),
             _ => false,
         };
         if !same {
-            publish::remove_tree(&dst)?;
-            std::fs::hard_link(&first, &dst).map_err(io("linking", &dst))?;
+            fsat::remove_at(d, &nm, &label)?;
+            fsat::link_at(fd, &fnm, d, &nm, &label).map_err(|e| match e {
+                Error::Io { op, source, .. } => Error::Io {
+                    op,
+                    path: label.clone(),
+                    source: std::io::Error::new(
+                        source.kind(),
+                        format!("to {}: {source}", first_label.display()),
+                    ),
+                },
+                other => other,
+            })?;
         }
     }
-    let ids = apply_changed(target, &vol.entries)?;
+    drop((walker, first_walker));
+    let ids = apply_changed(troot.as_fd(), target, &vol.entries)?;
     // What the target now holds, for the next restore's quick check; nothing else.
     let mut state = TargetState::default();
     for (i, id) in ids {
@@ -193,14 +238,36 @@ pub fn restore_with_progress(
 }
 
 /// Metadata of every entry where it differs; directories deepest first and last, since
-/// creating or removing their children moved their mtimes.
+/// creating or removing their children moved their mtimes. An entry that is not of the
+/// snapshot's type any more (swapped while restoring) is an error, not chmodded.
 /// Returns the final identity of every regular file, by entry index.
-fn apply_changed(root: &Path, entries: &[Entry]) -> Result<HashMap<usize, SourceId>> {
-    let apply = |e: &Entry| {
-        let p = root.join(e.rel());
-        let md = std::fs::symlink_metadata(&p).map_err(io("lstat", &p))?;
-        if meta::apply_if_needed(&p, e, &md)? {
-            return std::fs::symlink_metadata(&p).map_err(io("lstat", &p));
+fn apply_changed(
+    root: BorrowedFd<'_>,
+    target: &Path,
+    entries: &[Entry],
+) -> Result<HashMap<usize, SourceId>> {
+    let mut walker = Walker::new(root, target);
+    let mut apply = |e: &Entry| {
+        let raw = e.rel_bytes();
+        let label = walker.label(&raw);
+        let (dir, name) = walker.parent(&raw)?;
+        let at = At {
+            dir,
+            name: &name,
+            label: &label,
+        };
+        let md = at.lstat()?;
+        if meta::kind_of(&md) != Some(e.kind) {
+            return Err(io("restoring the metadata of", &label)(
+                std::io::Error::other(format!(
+                    "it is a {:?} now, expected {:?} (changed during the restore)",
+                    meta::kind_of(&md),
+                    e.kind
+                )),
+            ));
+        }
+        if at.apply_if_needed(e, &md)? {
+            return at.lstat();
         }
         Ok(md)
     };
@@ -216,30 +283,46 @@ fn apply_changed(root: &Path, entries: &[Entry]) -> Result<HashMap<usize, Source
         }
     }
     let mut dirs: Vec<&Entry> = entries.iter().filter(|e| e.kind == Kind::Dir).collect();
-    dirs.sort_by_key(|e| std::cmp::Reverse(e.rel().components().count()));
+    dirs.sort_by_key(|e| {
+        std::cmp::Reverse(
+            e.rel_bytes().iter().filter(|b| **b == b'/').count()
+                + usize::from(!e.rel_bytes().is_empty()),
+        )
+    });
     for e in dirs {
         apply(e)?;
     }
     Ok(ids)
 }
 
-/// Removes everything in `target` that the snapshot does not have, or has as another type.
-fn remove_extras(target: &Path, by_path: &HashMap<PathBuf, &Entry>) -> Result<()> {
-    // The root was checked to be a directory; below it, types come from the directory
-    // entries, which spares an lstat per entry.
-    let mut stack = vec![PathBuf::new()];
+/// Removes everything in the target that the snapshot does not have, or has as another
+/// type; directories are entered only through `O_NOFOLLOW` fds.
+fn remove_extras(
+    root: BorrowedFd<'_>,
+    target: &Path,
+    by_path: &HashMap<Vec<u8>, &Entry>,
+) -> Result<()> {
+    let mut walker = Walker::new(root, target);
+    let mut stack = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
-        let path = target.join(&rel);
-        for d in std::fs::read_dir(&path).map_err(io("listing", &path))? {
-            let d = d.map_err(io("listing", &path))?;
-            let child = rel.join(d.file_name());
-            let kind = d
-                .file_type()
-                .map_err(io("lstat", d.path()))
-                .map(meta::kind_of_type)?;
+        let label = walker.label(&rel);
+        let fd = walker.dir(&rel)?;
+        // Types come from the directory entries, which spares an lstat per entry.
+        for (name, kind) in fsat::list(fd, &label)? {
+            let mut child = rel.clone();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(name.to_bytes());
+            let kind = match kind {
+                Some(k) => Some(k),
+                None => fsat::lstat_at(fd, &name)
+                    .ok()
+                    .and_then(|md| meta::kind_of(&md)),
+            };
             let keep = by_path.get(&child).is_some_and(|e| kind == Some(e.kind));
             if !keep {
-                publish::remove_tree(&d.path())?;
+                fsat::remove_at(fd, &name, &target.join(crate::manifest::os(&child)))?;
             } else if kind == Some(Kind::Dir) {
                 stack.push(child);
             }

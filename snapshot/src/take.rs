@@ -13,7 +13,7 @@ use crate::copy::{self, Method};
 use crate::error::{Error, Result, io, nix_io};
 use crate::manifest::{self, Entry, Kind, Manifest, SourceId, VOLUMES, Volume};
 use crate::meta;
-use crate::progress::{NoProgress, Progress};
+use crate::progress::{NoProgress, Phase, Progress};
 use crate::publish;
 use crate::space::{self, Reserve};
 
@@ -55,20 +55,21 @@ pub struct Summary {
 enum Source {
     /// Copied (and hashed) from the source tree.
     Tree(PathBuf),
-    /// Unchanged since the previous snapshot: hardlinked to its immutable inode there, which
-    /// already carries the right metadata. With the identity the previous snapshot's verify
-    /// cache vouches for, if any.
-    Previous(PathBuf, Option<SourceId>),
+    /// Unchanged since the previous snapshot: hardlinked to its inode there (`prev`), which
+    /// already carries the right metadata, as long as that inode still has the identity
+    /// (`vouched`) the previous snapshot's verify cache recorded when its content last hashed
+    /// clean; copied from `tree` otherwise.
+    Previous {
+        prev: PathBuf,
+        vouched: SourceId,
+        tree: PathBuf,
+    },
 }
 
 enum Done {
     Copied(String, Method),
-    /// `known_good`: the inode still had the identity the previous verify cache vouched
-    /// for just before it was linked (a later take's link would otherwise launder a
-    /// corruption into the new cache).
-    Linked {
-        known_good: bool,
-    },
+    /// Linked to a previous-snapshot inode that still had its vouched identity.
+    Linked,
 }
 
 struct Job {
@@ -93,6 +94,10 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
     publish::sweep_stale(&req.parent)?;
     let prev_dir = req.parent.join(publish::SNAPSHOT);
     let previous = Manifest::load(&prev_dir).ok();
+    let prev_known = previous
+        .as_ref()
+        .map(|m| Verified::load(&prev_dir, m))
+        .unwrap_or_default();
 
     // Plan first (metadata only) so the space check happens before anything is written.
     let mut plans = Vec::new();
@@ -101,7 +106,7 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
     let mut summary = Summary::default();
     for (name, src) in &req.sources {
         let prev = previous.as_ref().and_then(|m| m.volume(name));
-        let plan = plan_volume(name, src, prev, &prev_dir)?;
+        let plan = plan_volume(name, src, prev, &prev_dir, &prev_known)?;
         needed += plan.needed;
         // New inodes only: further hardlink names and reused files take none.
         entries += plan
@@ -122,11 +127,8 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
     progress.planned(files, bytes);
 
     let tmp = publish::tmp_dir(&req.parent);
-    let prev_known = previous
-        .as_ref()
-        .map(|m| Verified::load(&prev_dir, m))
-        .unwrap_or_default();
-    let result = build(&tmp, &mut plans, &mut summary, progress, &prev_known).and_then(|()| {
+    let result = build(&tmp, &mut plans, &mut summary, progress).and_then(|()| {
+        progress.phase(Phase::TreeBuilt);
         let volumes: Vec<Volume> = plans
             .iter_mut()
             .map(|p| Volume {
@@ -141,10 +143,13 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
         })?;
         let mpath = tmp.join(manifest::FILE);
         std::fs::write(&mpath, bytes).map_err(io("writing", &mpath))?;
+        progress.phase(Phase::ManifestWritten);
         crate::cache::carry_restore_state(&prev_dir, &tmp);
         publish::syncfs(&tmp)?;
         publish::sync_dir(&tmp)?;
-        publish::publish(&req.parent, &tmp)?;
+        progress.phase(Phase::Flushed);
+        publish::publish(&req.parent, &tmp, progress)?;
+        progress.phase(Phase::Published);
         Ok(m)
     });
     if result.is_err() {
@@ -176,8 +181,9 @@ struct Plan {
     name: String,
     src: PathBuf,
     entries: Vec<Entry>,
-    /// For each entry: reuse this file of the previous snapshot instead of copying.
-    reuse: Vec<Option<(PathBuf, usize)>>,
+    /// For each entry: reuse this file of the previous snapshot instead of copying, if it
+    /// still has this identity.
+    reuse: Vec<Option<(PathBuf, SourceId)>>,
     /// Per entry: the content is known to match its hash (copied and hashed now, or linked
     /// to a previous-snapshot inode that was itself known good), for the verify cache.
     hash_known: Vec<bool>,
@@ -185,7 +191,13 @@ struct Plan {
     sockets: u64,
 }
 
-fn plan_volume(name: &str, src: &Path, prev: Option<&Volume>, prev_dir: &Path) -> Result<Plan> {
+fn plan_volume(
+    name: &str,
+    src: &Path,
+    prev: Option<&Volume>,
+    prev_dir: &Path,
+    prev_known: &Verified,
+) -> Result<Plan> {
     let prev_by_path: HashMap<PathBuf, (usize, &Entry)> = prev
         .map(|v| {
             v.entries
@@ -224,15 +236,24 @@ fn plan_volume(name: &str, src: &Path, prev: Option<&Volume>, prev_dir: &Path) -
                 }
                 first_by_inode.insert(key, entries.len());
             }
+            // The manifest only says what the previous file was when it was taken; its inode
+            // may have been altered since (a user, tampering, a bad disk write). Only the verify
+            // cache's identity, unchanged since its content last hashed clean, vouches that it
+            // still is that (the kernel moves ctime on any change). Anything else is copied
+            // afresh, and counted as such by the space check.
+            let prev_file = prev_dir.join(VOLUMES).join(name).join(&rel);
             if let Some(&(prev_index, p)) = prev_by_path.get(&rel)
                 && p.kind == Kind::File
                 && p.link_of.is_none()
                 && p.src.is_some()
                 && p.src == e.src
                 && p.sha256.is_some()
+                && let Some(&vouched) = prev_known.get(name, prev_index)
+                && std::fs::symlink_metadata(&prev_file)
+                    .is_ok_and(|md| meta::source_id(&md) == vouched)
             {
                 e.sha256 = p.sha256.clone();
-                reused = Some((prev_dir.join(VOLUMES).join(name).join(&rel), prev_index));
+                reused = Some((prev_file, vouched));
             } else {
                 needed += md.blocks() * 512;
             }
@@ -266,7 +287,6 @@ fn build(
     plans: &mut [Plan],
     summary: &mut Summary,
     progress: &dyn Progress,
-    prev_known: &Verified,
 ) -> Result<()> {
     std::fs::create_dir_all(tmp.join(VOLUMES)).map_err(io("creating", tmp))?;
     for plan in plans.iter_mut() {
@@ -295,10 +315,11 @@ fn build(
                     summary.files += 1;
                     jobs.push(Job {
                         src: match &plan.reuse[i] {
-                            Some((prev, prev_index)) => Source::Previous(
-                                prev.clone(),
-                                prev_known.get(&plan.name, *prev_index).copied(),
-                            ),
+                            Some((prev, vouched)) => Source::Previous {
+                                prev: prev.clone(),
+                                vouched: *vouched,
+                                tree: plan.src.join(e.rel()),
+                            },
                             None => Source::Tree(plan.src.join(e.rel())),
                         },
                         dst,
@@ -314,16 +335,15 @@ fn build(
         for (job, done) in jobs.iter().zip(results) {
             has_meta[job.index] = true;
             let e = &mut plan.entries[job.index];
+            plan.hash_known[job.index] = true;
             let (sha, method) = match done {
-                Done::Linked { known_good } => {
-                    plan.hash_known[job.index] = known_good;
+                Done::Linked => {
                     summary.bytes_reused += e.size;
                     summary.files_reused += 1;
                     continue;
                 }
                 Done::Copied(sha, method) => (sha, method),
             };
-            plan.hash_known[job.index] = true;
             e.sha256 = Some(sha);
             match method {
                 Method::Reflink => {
@@ -412,22 +432,28 @@ fn copy_parallel(jobs: &[Job], entries: &[Entry], progress: &dyn Progress) -> Re
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
+                    let copy = |src: &Path| {
+                        copy::copy_and_hash(src, &job.dst).and_then(|(sha, method)| {
+                            meta::apply(&job.dst, &entries[job.index])?;
+                            Ok(Done::Copied(sha, method))
+                        })
+                    };
                     let r = match &job.src {
-                        Source::Previous(prev, vouched) => {
-                            let known_good = vouched.is_some_and(|id| {
-                                std::fs::symlink_metadata(prev)
-                                    .is_ok_and(|md| meta::source_id(&md) == id)
-                            });
-                            std::fs::hard_link(prev, &job.dst)
-                                .map(|()| Done::Linked { known_good })
-                                .map_err(io("linking", &job.dst))
-                        }
-                        Source::Tree(src) => {
-                            copy::copy_and_hash(src, &job.dst).and_then(|(sha, method)| {
-                                meta::apply(&job.dst, &entries[job.index])?;
-                                Ok(Done::Copied(sha, method))
-                            })
-                        }
+                        // Checked again right before linking: the plan's check may be long
+                        // past on a big tree.
+                        Source::Previous {
+                            prev,
+                            vouched,
+                            tree,
+                        } => match std::fs::symlink_metadata(prev) {
+                            Ok(md) if meta::source_id(&md) == *vouched => {
+                                std::fs::hard_link(prev, &job.dst)
+                                    .map(|()| Done::Linked)
+                                    .map_err(io("linking", &job.dst))
+                            }
+                            _ => copy(tree),
+                        },
+                        Source::Tree(src) => copy(src),
                     };
                     let failed = r.is_err();
                     if r.is_ok() {

@@ -2,6 +2,8 @@
 //! every unexpected entry reported; all mismatches, by path, not just the first.
 
 use std::collections::HashSet;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,8 +12,9 @@ use std::time::Instant;
 use crate::cache::Verified;
 use crate::copy;
 use crate::error::{Result, io};
+use crate::fsat::{self, Walker};
 use crate::manifest::{self, Kind, Manifest, SourceId, VOLUMES};
-use crate::meta::{self, source_id};
+use crate::meta::{At, source_id};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
@@ -71,20 +74,52 @@ pub(crate) fn check(
         }
     };
     let mut hash_jobs: Vec<HashJob> = Vec::new();
-    for v in m
+    let volumes: Vec<&manifest::Volume> = m
         .volumes
         .iter()
         .filter(|v| only.is_none_or(|n| n == v.name))
-    {
-        let root = dir.join(VOLUMES).join(&v.name);
-        let mut expected: HashSet<PathBuf> = HashSet::new();
+        .collect();
+    // Every volume is reached from an fd of its root, and nothing below it is ever followed
+    // (see `fsat`): a symlink where the manifest has a directory is a type mismatch, not a
+    // way out of the snapshot.
+    let mut roots: Vec<Option<(OwnedFd, PathBuf)>> = Vec::new();
+    for v in &volumes {
+        let path = dir.join(VOLUMES).join(&v.name);
+        match fsat::open_root(&path) {
+            Ok(fd) => roots.push(Some((fd, path))),
+            Err(e) => {
+                push(v.name.clone(), e.to_string());
+                roots.push(None);
+            }
+        }
+    }
+    for (slot, v) in volumes.iter().enumerate() {
+        let (structural, usable) = manifest::structure(v);
+        for (path, what) in structural {
+            push(path, what);
+        }
+        report.entries += v.entries.len() as u64;
+        let Some((root, root_path)) = &roots[slot] else {
+            continue;
+        };
+        let mut walker = Walker::new(root.as_fd(), root_path);
+        let mut expected: HashSet<Vec<u8>> = HashSet::new();
         for (index, e) in v.entries.iter().enumerate() {
-            let rel = e.rel();
-            let label = format!("{}/{}", v.name, rel.display());
+            if !usable[index] {
+                continue;
+            }
+            let rel = e.rel_bytes();
+            let label = format!("{}/{}", v.name, String::from_utf8_lossy(&rel));
             expected.insert(rel.clone());
-            report.entries += 1;
-            let path = root.join(&rel);
-            let md = match meta::differences(&path, e) {
+            let path = walker.label(&rel);
+            let md = match walker.parent(&rel).and_then(|(d, name)| {
+                At {
+                    dir: d,
+                    name: &name,
+                    label: &path,
+                }
+                .differences(e)
+            }) {
                 Ok((diffs, md)) => {
                     for d in diffs {
                         push(label.clone(), d);
@@ -96,13 +131,14 @@ pub(crate) fn check(
                     continue;
                 }
             };
-            if e.kind == Kind::File && e.link_of.is_none() {
+            if e.kind == Kind::File && e.link_of.is_none() && md.is_file() {
                 let id = source_id(&md);
                 if known.get(&v.name, index) == Some(&id) {
                     continue;
                 }
                 hash_jobs.push(HashJob {
-                    path,
+                    slot,
+                    rel,
                     label,
                     want: e.sha256.clone().unwrap_or_default(),
                     size: e.size,
@@ -115,22 +151,31 @@ pub(crate) fn check(
         }
         // Anything in the tree the manifest does not list.
         // Types come from the directory entries: no second lstat of every entry.
-        let mut stack = vec![PathBuf::new()];
+        let mut stack = vec![Vec::new()];
         while let Some(rel) = stack.pop() {
-            let path = root.join(&rel);
-            let Ok(rd) = std::fs::read_dir(&path) else {
-                // Already reported: the root is missing, or a listed directory is not one.
+            let path = walker.label(&rel);
+            let Ok(fd) = walker.dir(&rel) else {
+                // Already reported: a listed directory is not one.
                 continue;
             };
-            for d in rd {
-                let d = d.map_err(io("listing", &path))?;
-                let child = rel.join(d.file_name());
+            for (name, kind) in fsat::list(fd, &path)? {
+                let mut child = rel.clone();
+                if !child.is_empty() {
+                    child.push(b'/');
+                }
+                child.extend_from_slice(name.to_bytes());
                 if !expected.contains(&child) {
                     push(
-                        format!("{}/{}", v.name, child.display()),
+                        format!("{}/{}", v.name, String::from_utf8_lossy(&child)),
                         "not in the manifest".to_owned(),
                     );
-                } else if d.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let is_dir = match kind {
+                    Some(k) => k == Kind::Dir,
+                    None => fsat::lstat_at(fd, &name).is_ok_and(|md| md.is_dir()),
+                };
+                if is_dir {
                     stack.push(child);
                 }
             }
@@ -150,12 +195,19 @@ pub(crate) fn check(
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
+                let mut walkers: Vec<Option<Walker>> = roots
+                    .iter()
+                    .map(|r| r.as_ref().map(|(fd, p)| Walker::new(fd.as_fd(), p)))
+                    .collect();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = hash_jobs.get(i) else {
                         break;
                     };
-                    match copy::hash_path(&job.path) {
+                    let Some(Some(walker)) = walkers.get_mut(job.slot) else {
+                        break;
+                    };
+                    match hash_at(walker, job) {
                         Ok(h) if h == job.want => {
                             if let Ok(mut c) = clean.lock() {
                                 c.push(i);
@@ -185,8 +237,25 @@ pub(crate) fn check(
     Ok(report)
 }
 
+/// Hashes the file of `job`, opened without following anything; a file that is no longer
+/// the inode that was just compared is reported, not hashed.
+fn hash_at(walker: &mut Walker, job: &HashJob) -> Result<String> {
+    let path = walker.label(&job.rel);
+    let (dir, name) = walker.parent(&job.rel)?;
+    let mut f = fsat::open_read_at(dir, &name, &path)?;
+    let md = f.metadata().map_err(io("stat", &path))?;
+    if (md.dev(), md.ino()) != (job.id.dev, job.id.ino) {
+        return Err(io("hashing", &path)(std::io::Error::other(
+            "it was replaced while being verified",
+        )));
+    }
+    copy::hash_file(&mut f, &path)
+}
+
 struct HashJob<'a> {
-    path: PathBuf,
+    /// Index into the opened volume roots.
+    slot: usize,
+    rel: Vec<u8>,
     label: String,
     want: String,
     size: u64,

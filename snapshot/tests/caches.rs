@@ -5,9 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ci_warm_snapshot::{
-    Error, Progress, Reserve, TakeRequest, restore, take, take_with_progress, verify,
-};
+use ci_warm_snapshot::{Progress, Reserve, TakeRequest, restore, take, take_with_progress, verify};
 use nix::sys::stat::{UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
 
@@ -47,25 +45,76 @@ fn rewrite_keeping_mtime(p: &Path) {
     .unwrap();
 }
 
+/// A file of the published snapshot altered in place (same size, mtime put back) while its
+/// source stayed the same: the manifest and the source both say "unchanged", only the inode's
+/// identity (its ctime moved) says otherwise.
 #[test]
-fn a_corrupted_snapshot_file_is_not_laundered_by_a_re_take() {
+fn an_altered_file_in_the_previous_snapshot_is_not_reused() {
     let d = tempfile::tempdir().unwrap();
     let (src, app) = (d.path().join("src"), d.path().join("app"));
     tree(&src, 5);
     take(&req(&app, &src)).unwrap();
     let snap = app.join("snapshot");
-    rewrite_keeping_mtime(&snap.join("volumes/data/d/f002"));
-    // The source did not change, so the re-take links the corrupted inode.
+    let altered = snap.join("volumes/data/d/f002");
+    rewrite_keeping_mtime(&altered);
+    let altered_ino = std::fs::symlink_metadata(&altered).unwrap().ino();
+
     let s = take(&req(&app, &src)).unwrap();
-    assert_eq!(s.files_reused, 5);
     let report = verify(&snap).unwrap();
-    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
-    assert_eq!(report.problems[0].path, "data/d/f002");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!((s.files_reused, s.files_copied), (4, 1), "{s:?}");
+    let fresh = snap.join("volumes/data/d/f002");
+    assert_ne!(
+        std::fs::symlink_metadata(&fresh).unwrap().ino(),
+        altered_ino
+    );
+    assert_eq!(
+        std::fs::read(&fresh).unwrap(),
+        std::fs::read(src.join("d/f002")).unwrap()
+    );
     let target = d.path().join("target");
-    match restore(&snap, "data", &target) {
-        Err(Error::Corrupt { problems, .. }) => assert_eq!(problems[0].path, "data/d/f002"),
-        other => panic!("restore must refuse, got {other:?}"),
-    }
+    restore(&snap, "data", &target).unwrap();
+    assert_eq!(
+        std::fs::read(target.join("d/f002")).unwrap(),
+        std::fs::read(src.join("d/f002")).unwrap()
+    );
+}
+
+/// Metadata counts too: a reused inode carries its metadata into the new snapshot.
+#[test]
+fn a_previous_snapshot_file_with_altered_metadata_is_not_reused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let (src, app) = (d.path().join("src"), d.path().join("app"));
+    tree(&src, 5);
+    take(&req(&app, &src)).unwrap();
+    let snap = app.join("snapshot");
+    let altered = snap.join("volumes/data/d/f001");
+    std::fs::set_permissions(&altered, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+    let s = take(&req(&app, &src)).unwrap();
+    let report = verify(&snap).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!((s.files_reused, s.files_copied), (4, 1), "{s:?}");
+}
+
+/// Without a verify cache nothing vouches for the previous snapshot's files: they are copied,
+/// and the next take, vouched for by the cache that take recorded, reuses them again.
+#[test]
+fn without_a_verify_cache_the_previous_snapshot_is_not_trusted() {
+    let d = tempfile::tempdir().unwrap();
+    let (src, app) = (d.path().join("src"), d.path().join("app"));
+    tree(&src, 5);
+    take(&req(&app, &src)).unwrap();
+    let snap = app.join("snapshot");
+    std::fs::remove_file(snap.join(".cache/verified.json")).unwrap();
+    rewrite_keeping_mtime(&snap.join("volumes/data/d/f003"));
+
+    let s = take(&req(&app, &src)).unwrap();
+    assert_eq!((s.files_reused, s.files_copied), (0, 5), "{s:?}");
+    assert!(verify(&snap).unwrap().problems.is_empty());
+    let s = take(&req(&app, &src)).unwrap();
+    assert_eq!((s.files_reused, s.files_copied), (5, 0), "{s:?}");
 }
 
 #[test]

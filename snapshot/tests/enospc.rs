@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use ci_warm_snapshot::{Error, Reserve, take, verify};
+use ci_warm_snapshot::{Error, Progress, Reserve, take, take_with_progress, verify};
 use common::*;
 
 fn leftovers(parent: &Path) -> Vec<String> {
@@ -99,10 +99,24 @@ fn a_refused_take_leaves_the_previous_snapshot_intact() {
     assert!(verify(&app.join("snapshot")).unwrap().problems.is_empty());
 }
 
-/// The pre-flight passes, then the filesystem fills up from outside while the copy runs: the
+/// Takes all the free space of `fs` when the take reports its plan (the pre-flight passed).
+struct FillUp {
+    fs: std::path::PathBuf,
+    filler: std::path::PathBuf,
+}
+
+impl Progress for FillUp {
+    fn planned(&self, _files: u64, _bytes: u64) {
+        let f = std::fs::File::create(&self.filler).unwrap();
+        let free = ci_warm_snapshot::free_and_total(&self.fs).unwrap().0;
+        let _ = nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, free as i64);
+    }
+}
+
+/// The pre-flight passes, then the filesystem fills up from outside before the copy: the
 /// failed attempt is removed and the previous snapshot stays.
 #[test]
-fn running_out_mid_copy_cleans_up_and_keeps_the_previous_snapshot() {
+fn running_out_after_the_preflight_cleans_up_and_keeps_the_previous_snapshot() {
     let d = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(&d.path().join("small"), "size=16m");
     let app = fs.0.join("app");
@@ -111,39 +125,25 @@ fn running_out_mid_copy_cleans_up_and_keeps_the_previous_snapshot() {
     take(&req(&app, "data", &src)).unwrap();
     let before = published(&app);
 
-    // 6 MiB in 600 files: fits, but takes long enough for the filler below to strike first.
+    // 6 MiB in 600 files: fits.
     let mut rng = Rng(5);
     std::fs::create_dir_all(src.join("many")).unwrap();
     for i in 0..600 {
         std::fs::write(src.join(format!("many/f{i:03}")), rng.bytes(10 << 10)).unwrap();
     }
     let filler = fs.0.join("filler");
-    let taken = std::thread::scope(|s| {
-        let t = s.spawn(|| take(&req(&app, "data", &src)));
-        // As soon as the in-progress directory appears, take all the free space.
-        let started = std::time::Instant::now();
-        while !names(&app).iter().any(|n| n.starts_with(".tmp-")) {
-            assert!(
-                started.elapsed().as_secs() < 10,
-                "no in-progress snapshot appeared"
-            );
-            if t.is_finished() {
-                break;
-            }
-        }
-        let f = std::fs::File::create(&filler).unwrap();
-        let free = ci_warm_snapshot::free_and_total(&fs.0).unwrap().0;
-        let _ = nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, free as i64);
-        t.join().unwrap()
-    });
+    // The filesystem fills up at a chosen point, not when a racing thread gets there: right
+    // after the pre-flight passed (the take reports its plan then), before the first write.
+    let fill_up = FillUp {
+        fs: fs.0.clone(),
+        filler: filler.clone(),
+    };
+    let taken = take_with_progress(&req(&app, "data", &src), &fill_up);
     match taken {
         Err(Error::Io { source, .. }) => {
             assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{source}")
         }
-        other => panic!(
-            "expected ENOSPC mid-copy, got {other:?} (left: {:?})",
-            names(&app)
-        ),
+        other => panic!("expected ENOSPC, got {other:?} (left: {:?})", names(&app)),
     }
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(leftovers(&app), ["snapshot"]);

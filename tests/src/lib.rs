@@ -6,8 +6,10 @@
 //! - [`recipe`]: the demo recipe, a real git repository with release tags and notes;
 //! - [`stack`]: unique stack names, a small `docker stack deploy` helper, and a guard that
 //!   always removes the stack with its volumes;
-//! - [`ports`]: free host ports.
+//! - [`ports`]: free host ports;
+//! - [`abra_sim`]: the abra simulator (`abra-sim` binary) over the real engine.
 
+pub mod abra_sim;
 pub mod docker;
 pub mod images;
 pub mod ports;
@@ -16,34 +18,46 @@ pub mod stack;
 
 pub use ports::free_port;
 
-/// The `ci-warm` binary of this workspace, built on first use (a test of another package does
-/// not get it built by cargo).
+/// Builds the workspace's binaries (debug) and returns the path of `bin`: a test of another
+/// package does not get it built by cargo.
+fn build_bin(bin: &str) -> Result<std::path::PathBuf, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .ok_or("no workspace root")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        // The same selection as `cargo test --workspace` (dev-dependencies and their features
+        // included): a narrower `-p` resolves other features and rebuilds the whole dependency
+        // graph, twice per test run.
+        .args(["build", "--quiet", "--workspace", "--all-targets"])
+        .status()
+        .map_err(|e| format!("running cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build --workspace --all-targets: {status}"));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("debug").join(bin))
+}
+
+/// The `ci-warm` binary of this workspace, built on first use.
 pub fn ci_warm_bin() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
         std::sync::OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .ok_or("no workspace root")?;
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .current_dir(&root)
-            .args(["build", "--quiet", "-p", "ci-warm", "--bin", "ci-warm"])
-            .status()
-            .map_err(|e| format!("running cargo build: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build -p ci-warm: {status}"));
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        Ok(target.join("debug/ci-warm"))
-    });
-    match built {
+    match BUILT.get_or_init(|| build_bin("ci-warm")) {
         Ok(p) => p.clone(),
         Err(e) => panic!("building ci-warm: {e}"),
     }
+}
+
+/// The `abra-sim` binary of this crate (see [`abra_sim`]), built on demand: for tests of
+/// other packages and for scripts (`ci-warm-fixtures abra-sim`). Tests of this crate can use
+/// `env!("CARGO_BIN_EXE_abra-sim")`.
+pub fn abra_sim_bin() -> anyhow::Result<std::path::PathBuf> {
+    build_bin("abra-sim").map_err(anyhow::Error::msg)
 }
 
 /// Runs `ci-warm --config CONFIG ARGS...` and echoes its exit code and output on stderr, which

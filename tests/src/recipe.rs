@@ -266,6 +266,49 @@ impl DemoRecipe {
         Ok(())
     }
 
+    /// Commits arbitrary files (e.g. a custom `compose.yml` and `.env.sample`) and tags the
+    /// commit `tag`, annotated when `annotated` (abra's lint rule R014 wants annotated tags;
+    /// [`DemoRecipe::publish`] makes lightweight ones). For tests that need a release the
+    /// catalogue has not got (a dropped service, secrets, a long start_period).
+    pub fn publish_files(
+        &self,
+        tag: &str,
+        files: &[(&str, &str)],
+        annotated: bool,
+    ) -> anyhow::Result<()> {
+        if self.tags()?.contains(&tag.to_owned()) {
+            bail!("{} already has tag {tag}", self.dir.display());
+        }
+        for (path, text) in files {
+            let p = self.dir.join(path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        }
+        git(&self.dir, &["add", "-A"])?;
+        git(
+            &self.dir,
+            &[
+                "commit",
+                "--quiet",
+                "--allow-empty",
+                "-m",
+                &format!("release {tag}"),
+            ],
+        )?;
+        if annotated {
+            git(
+                &self.dir,
+                &["tag", "-a", "-m", &format!("release {tag}"), tag],
+            )?;
+        } else {
+            git(&self.dir, &["tag", tag])?;
+        }
+        Ok(())
+    }
+
     /// The recipe's tags, in git's (lexical) order.
     pub fn tags(&self) -> anyhow::Result<Vec<String>> {
         Ok(git(&self.dir, &["tag", "--list"])?

@@ -53,11 +53,19 @@ pub enum RealmError {
     NotPerRun { realm: String },
     #[error("cannot read random bytes for the realm's secrets from /dev/urandom: {0}")]
     Random(#[source] std::io::Error),
-    #[error("writing the credentials of realm {realm}: {source}")]
+    /// The credentials file cannot be written: found before the realm is created.
+    #[error("cannot write the credentials file: {source}; no realm was created")]
+    Output {
+        #[source]
+        source: atomic::AtomicWriteError,
+    },
+    /// Writing failed after the realm was created; `cleanup` says what became of the realm.
+    #[error("writing the credentials of realm {realm}: {source}; {cleanup}")]
     Credentials {
         realm: String,
         #[source]
         source: atomic::AtomicWriteError,
+        cleanup: String,
     },
 }
 
@@ -108,8 +116,11 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Creates the run's realm and writes its credentials to `output` (mode 0600). If the file
-/// cannot be written the realm is deleted again, so no realm exists that nobody can log into.
+/// Creates the run's realm and writes its credentials to `output` (mode 0600). The file is
+/// prepared first (its directory exists and takes a new private file, and nothing is at
+/// `output` yet), so a bad `-o` creates no realm; if writing still fails once the realm exists,
+/// the realm is deleted again (best effort, and the error says whether it was), so no realm
+/// exists that nobody can log into.
 pub async fn create(
     admin: &Admin,
     req: &CreateRequest,
@@ -165,15 +176,34 @@ pub async fn create(
             "credentials": [{"type": "password", "value": creds.password, "temporary": false}],
         }],
     });
+    let staged = match Staged::new(output) {
+        Ok(s) => s,
+        // A reused run id usually comes with its old credentials file: name the real problem.
+        Err(_) if admin.realm(&realm).await?.is_some() => {
+            return Err(RealmError::Exists { realm });
+        }
+        Err(source) => return Err(RealmError::Output { source }),
+    };
     match admin.create_realm(&rep).await? {
         Created::Created => {}
         Created::Exists => return Err(RealmError::Exists { realm }),
     }
-    if let Err(source) = write_private(output, &creds) {
-        if let Err(e) = admin.delete_realm(&realm).await {
-            tracing::warn!(%realm, "cannot delete the realm after failing to write its credentials: {e}");
-        }
-        return Err(RealmError::Credentials { realm, source });
+    if let Err(source) = staged.commit(&creds) {
+        let cleanup = match admin.delete_realm(&realm).await {
+            Ok(_) => "the realm was deleted again".to_owned(),
+            Err(e) => {
+                tracing::warn!(%realm, "cannot delete the realm after failing to write its credentials: {e}");
+                format!(
+                    "deleting the realm again failed too ({e}): delete it with `ci-warm realm \
+                     delete --realm {realm}`"
+                )
+            }
+        };
+        return Err(RealmError::Credentials {
+            realm,
+            source,
+            cleanup,
+        });
     }
     tracing::info!(%realm, path = %output.display(), "created per-run realm");
     Ok(creds)
@@ -268,62 +298,111 @@ fn random_token() -> Result<SecretString, RealmError> {
     ))
 }
 
-/// Writes `value` as JSON to `path` the way `crate::platform::atomic` does (temporary file, fsync,
-/// rename), except that the temporary file gets an unpredictable name and is created
-/// exclusively: `atomic::write`'s temporary name is predictable, which is fine in ci-warm's own
-/// state dir but not in a CI workspace other users can write to, where it could be raced with a
-/// world-readable file or a symlink. Created with mode 0600, the file is never readable by
-/// anyone else.
-fn write_private<T: Serialize>(path: &Path, value: &T) -> Result<(), atomic::AtomicWriteError> {
-    use std::fs::{OpenOptions, Permissions};
-    use std::io::{self, Write};
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+/// A private file being written to `path` the way `crate::platform::atomic` does (temporary
+/// file, fsync, publish), except that the temporary file gets an unpredictable name and is
+/// created exclusively: `atomic::write`'s temporary name is predictable, which is fine in
+/// ci-warm's own state dir but not in a CI workspace other users can write to, where it could
+/// be raced with a world-readable file or a symlink. Created with mode 0600, the file is never
+/// readable by anyone else; it is published with a hard link, which never replaces what
+/// appeared at `path` meanwhile. Dropped uncommitted, it removes its temporary file.
+struct Staged {
+    path: PathBuf,
+    dir: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::fs::File>,
+}
 
-    let err = |op: &'static str| {
-        let path = path.to_owned();
-        move |source| atomic::AtomicWriteError { path, op, source }
-    };
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(io::Error::other)
-        .map_err(err("serializing"))?;
-    bytes.push(b'\n');
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))
-        .map_err(err("naming the temporary file"))?;
-    let nonce = random_token()
-        .map_err(|e| io::Error::other(e.to_string()))
-        .map_err(err("naming the temporary file"))?;
-    let tmp = dir.join(format!(
-        "{}{}.{}.{}",
-        atomic::TMP_PREFIX,
-        name.to_string_lossy(),
-        std::process::id(),
-        &nonce.expose()[..16]
-    ));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err("creating the temporary file"))?;
-    let result = (|| {
+impl Staged {
+    /// Checks that `path` is free and that its directory takes a new private file.
+    fn new(path: &Path) -> Result<Staged, atomic::AtomicWriteError> {
+        use std::fs::{OpenOptions, Permissions};
+        use std::io;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+        let err = |op: &'static str| {
+            let path = path.to_owned();
+            move |source| atomic::AtomicWriteError { path, op, source }
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "it names no file"))
+            .map_err(err("naming the file"))?;
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => {
+                return Err(err("checking that the name is free")(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "something exists there already (credentials are never written over \
+                     another file); remove it or choose another --output",
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err("checking that the name is free")(e)),
+        }
+        let nonce = random_token()
+            .map_err(|e| io::Error::other(e.to_string()))
+            .map_err(err("naming the temporary file"))?;
+        let tmp = dir.join(format!(
+            "{}{}.{}.{}",
+            atomic::TMP_PREFIX,
+            name.to_string_lossy(),
+            std::process::id(),
+            &nonce.expose()[..16]
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err("creating a file in its directory"))?;
+        let staged = Staged {
+            path: path.to_owned(),
+            dir,
+            tmp,
+            file: Some(file),
+        };
         // The umask can only have narrowed 0600; make it exactly 0600 for the owner.
-        f.set_permissions(Permissions::from_mode(0o600))
-            .map_err(err("setting mode 0600"))?;
+        if let Some(f) = &staged.file {
+            f.set_permissions(Permissions::from_mode(0o600))
+                .map_err(err("setting mode 0600"))?;
+        }
+        Ok(staged)
+    }
+
+    /// Writes `value` as JSON and publishes the file at its path.
+    fn commit<T: Serialize>(mut self, value: &T) -> Result<(), atomic::AtomicWriteError> {
+        use std::io::{self, Write};
+
+        let path = self.path.clone();
+        let err = |op: &'static str| {
+            let path = path.clone();
+            move |source| atomic::AtomicWriteError { path, op, source }
+        };
+        let mut bytes = serde_json::to_vec_pretty(value)
+            .map_err(io::Error::other)
+            .map_err(err("serializing"))?;
+        bytes.push(b'\n');
+        let mut f = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("already committed"))
+            .map_err(err("writing"))?;
         f.write_all(&bytes).map_err(err("writing"))?;
         f.sync_all().map_err(err("fsyncing the file"))?;
-        std::fs::rename(&tmp, path).map_err(err("renaming into place"))?;
-        atomic::sync_dir(dir).map_err(err("fsyncing the directory"))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        std::fs::hard_link(&self.tmp, &self.path).map_err(err("publishing"))?;
+        atomic::sync_dir(&self.dir).map_err(err("fsyncing the directory"))
     }
-    result
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Published or not, the temporary name goes.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 /// Where `create` writes the credentials when not told: `<realm>.credentials.json` in the

@@ -101,7 +101,7 @@ fn with_app(
     let config = Config::load(&global.config)?;
     let plan = spec::plan(&config, app).map_err(|e| Exit::new(exit::USAGE, e.to_string()))?;
     let _lock = lock::acquire(&config.state_dir.join(app), app, false)?;
-    let mut platform = LivePlatform::new(&config, plan)?;
+    let mut platform = LivePlatform::for_snapshots(&config, plan)?;
     f(&mut platform, &config)
 }
 

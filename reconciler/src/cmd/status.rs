@@ -134,7 +134,10 @@ fn print_table(apps: &[AppStatus]) {
             println!("{}: ERROR {e}", a.app);
         }
         for url in &a.insecure_probes {
-            println!("{}: probe {url} is insecure: its certificate is not checked", a.app);
+            println!(
+                "{}: probe {url} is insecure: its certificate is not checked",
+                a.app
+            );
         }
         if let Some(i) = &a.intent {
             println!(

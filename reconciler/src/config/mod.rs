@@ -14,12 +14,15 @@ pub mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::platform::text::{escaped, has_userinfo, quoted};
 use crate::upgrade::probe::{ConnectTo, HttpProbe, StatusSet};
+use crate::upgrade::recipe;
 use crate::upgrade::version::Version;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ci-warm/config.json";
@@ -403,6 +406,10 @@ pub enum ConfigError {
         path: PathBuf,
         problems: Vec<Problem>,
     },
+    /// The config is valid, but a run of this app would fail on this host (a missing env file):
+    /// refused before anything is undeployed.
+    #[error("app {app} cannot be deployed on this host:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    NotRunnable { app: String, problems: Vec<Problem> },
 }
 
 /// One semantic problem, located by its JSON path.
@@ -414,7 +421,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at `{}`: {}", self.path, self.message)
+        write!(f, "at `{}`: {}", escaped(&self.path), self.message)
     }
 }
 
@@ -429,6 +436,23 @@ impl Config {
 
     /// Parses and validates; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        // Syntax and shape first: serde would read a JSON array as a struct (its fields in
+        // order), so `[]` would pass for an empty config and `"health": [1, 2]` for a section.
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                problem: escaped(&e.to_string()),
+            })?;
+        if !value.is_object() {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                problem: format!(
+                    "the top level must be a JSON object (like {{\"state_dir\": ..., \"apps\": \
+                     {{...}}}}), not {}",
+                    json_kind(&value)
+                ),
+            });
+        }
         let mut de = serde_json::Deserializer::from_str(text);
         let config: Config =
             serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError::Parse {
@@ -437,8 +461,15 @@ impl Config {
             })?;
         de.end().map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            problem: e.to_string(),
+            problem: escaped(&e.to_string()),
         })?;
+        // After the typed parse, so a misspelt key is reported as one first.
+        if let Some(problem) = array_problem(&value) {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                problem,
+            });
+        }
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)
@@ -468,15 +499,42 @@ impl Config {
         {
             push("deployer.server".into(), "must name the abra server".into());
         }
-        if self.health.timeout_secs == 0 {
-            push(
-                "health.timeout_secs".into(),
-                "must be greater than 0".into(),
-            );
-        }
-        if self.health.interval_ms == 0 {
-            push("health.interval_ms".into(), "must be greater than 0".into());
-        }
+        check_range(
+            "health.timeout_secs",
+            self.health.timeout_secs,
+            &HEALTH_TIMEOUT_SECS,
+            &mut push,
+        );
+        check_range(
+            "health.interval_ms",
+            self.health.interval_ms,
+            &HEALTH_INTERVAL_MS,
+            &mut push,
+        );
+        check_range(
+            "snapshot.reserve_bytes",
+            self.snapshot.reserve_bytes,
+            &RESERVE_BYTES,
+            &mut push,
+        );
+        check_range(
+            "disk.prune_seen_alerts_days",
+            u64::from(self.disk.prune_seen_alerts_days),
+            &SEEN_ALERT_DAYS,
+            &mut push,
+        );
+        check_range(
+            "sweep.max_tests",
+            u64::from(self.sweep.max_tests),
+            &SWEEP_MAX_TESTS,
+            &mut push,
+        );
+        check_range(
+            "sweep.timeout_secs",
+            self.sweep.timeout_secs,
+            &SWEEP_TIMEOUT_SECS,
+            &mut push,
+        );
         if self.snapshot.reserve_percent >= 100 {
             push(
                 "snapshot.reserve_percent".into(),
@@ -514,7 +572,7 @@ impl Config {
             if let Some(prev) = stacks.insert(stack.clone(), owner.clone()) {
                 out.push(Problem {
                     path: owner.clone(),
-                    message: format!("stack `{stack}` is already used by `{prev}`"),
+                    message: format!("stack `{stack}` is already used by `{}`", escaped(&prev)),
                 });
             }
         };
@@ -555,11 +613,13 @@ impl Config {
                 &format!("apps.{name}.probes"),
                 &mut out,
             );
-            if app.health_timeout_secs == Some(0) {
-                out.push(Problem {
-                    path: at("health_timeout_secs"),
-                    message: "must be greater than 0".into(),
-                });
+            if let Some(t) = app.health_timeout_secs {
+                check_range(
+                    &at("health_timeout_secs"),
+                    t,
+                    &HEALTH_TIMEOUT_SECS,
+                    &mut |path, message| out.push(Problem { path, message }),
+                );
             }
             let stack = self.app_stack(name, app);
             match names::check_stack(&stack) {
@@ -583,7 +643,10 @@ impl Config {
             if self.apps.contains_key(&app_name) {
                 out.push(Problem {
                     path: format!("canonicals.{recipe}"),
-                    message: format!("its app name `{app_name}` is also configured under `apps`"),
+                    message: format!(
+                        "its app name `{}` is also configured under `apps`",
+                        escaped(&app_name)
+                    ),
                 });
             }
             match self.canonical_domain(recipe, c) {
@@ -621,6 +684,14 @@ impl Config {
                 &format!("canonicals.{recipe}.probes"),
                 &mut out,
             );
+            if let Some(t) = c.health_timeout_secs {
+                check_range(
+                    &at("health_timeout_secs"),
+                    t,
+                    &HEALTH_TIMEOUT_SECS,
+                    &mut |path, message| out.push(Problem { path, message }),
+                );
+            }
         }
 
         const PLACEHOLDERS: [&str; 3] = ["{recipe}", "{version}", "{run}"];
@@ -634,7 +705,8 @@ impl Config {
                         out.push(Problem {
                             path: format!("sweep.cold_command[{i}]"),
                             message: format!(
-                                "unknown placeholder in {arg:?}; use {}",
+                                "unknown placeholder in {}; use {}",
+                                quoted(arg),
                                 PLACEHOLDERS.join(", ")
                             ),
                         });
@@ -644,12 +716,18 @@ impl Config {
             }
         }
         if let Some(k) = &self.keycloak {
-            if !(k.url.starts_with("http://") || k.url.starts_with("https://")) {
+            if let Err(message) = check_http_url(&k.url) {
                 out.push(Problem {
                     path: "keycloak.url".into(),
-                    message: format!("{:?} must start with http:// or https://", k.url),
+                    message,
                 });
             }
+            check_range(
+                "keycloak.reap_grace_secs",
+                k.reap_grace_secs,
+                &REAP_GRACE_SECS,
+                &mut |path, message| out.push(Problem { path, message }),
+            );
             match &k.admin_password {
                 Secret::File(p) if !p.is_absolute() => out.push(Problem {
                     path: "keycloak.admin_password.file".into(),
@@ -658,13 +736,98 @@ impl Config {
                 Secret::Credential(c) if names::check("credential", c).is_err() => {
                     out.push(Problem {
                         path: "keycloak.admin_password.credential".into(),
-                        message: format!("{c:?} is not a valid credential name"),
+                        message: format!("{} is not a valid credential name", quoted(c)),
                     })
                 }
                 _ => {}
             }
         }
         out
+    }
+
+    /// Everything a deploying run would refuse on this host (`config check` reports it unless
+    /// `--static`): see [`Config::preflight`]; every app.
+    pub fn host_problems(&self) -> Vec<Problem> {
+        self.env_files()
+            .into_iter()
+            .filter_map(|(app, at, file)| self.env_file_problem(&app, at, file))
+            .collect()
+    }
+
+    /// Checks, before a run of `app` changes anything, what its deployer will need from this
+    /// host: with the stack deployer, an `env_file` that is configured and is a readable regular
+    /// file. The abra deployer never reads `env_file` (abra keeps the app's env file itself, and
+    /// an app without one is bootstrapped with `abra app new`), so nothing is checked for it.
+    pub fn preflight(&self, app: &str) -> Result<(), ConfigError> {
+        let problems: Vec<Problem> = self
+            .env_files()
+            .into_iter()
+            .filter(|(name, _, _)| name == app)
+            .filter_map(|(app, at, file)| self.env_file_problem(&app, at, file))
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::NotRunnable {
+                app: app.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// (app name, config path of its `env_file`, the configured file) for every app.
+    fn env_files(&self) -> Vec<(String, String, Option<&Path>)> {
+        let apps = self.apps.iter().map(|(name, a)| {
+            (
+                name.clone(),
+                format!("apps.{name}.env_file"),
+                a.env_file.as_deref(),
+            )
+        });
+        let canonicals = self.canonicals.iter().map(|(recipe, c)| {
+            (
+                canonical_app_name(recipe),
+                format!("canonicals.{recipe}.env_file"),
+                c.env_file.as_deref(),
+            )
+        });
+        apps.chain(canonicals).collect()
+    }
+
+    fn env_file_problem(&self, app: &str, at: String, file: Option<&Path>) -> Option<Problem> {
+        if !matches!(self.deployer, Deployer::Stack) {
+            return None;
+        }
+        let problem = |message: String| {
+            Some(Problem {
+                path: at.clone(),
+                message,
+            })
+        };
+        let Some(file) = file else {
+            return problem(format!(
+                "app {app} has no env_file, and the stack deployer deploys from one (the app's \
+                 `.env`, as abra keeps it)"
+            ));
+        };
+        let shown = quoted(&file.to_string_lossy());
+        match std::fs::metadata(file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                problem(format!("the env file {shown} of app {app} does not exist"))
+            }
+            Err(e) => problem(format!(
+                "the env file {shown} of app {app} cannot be read: {e}"
+            )),
+            Ok(m) if !m.is_file() => problem(format!(
+                "the env file {shown} of app {app} is not a regular file"
+            )),
+            Ok(_) => match std::fs::File::open(file) {
+                Ok(_) => None,
+                Err(e) => problem(format!(
+                    "the env file {shown} of app {app} cannot be read: {e}"
+                )),
+            },
+        }
     }
 
     /// The stack an app deploys to.
@@ -689,6 +852,114 @@ pub fn canonical_app_name(recipe: &str) -> String {
     format!("warm-{recipe}")
 }
 
+/// The ranges numbers in the config must fall in (docs/configuration.md, "Ranges"): wide
+/// enough for any real host, narrow enough that no arithmetic on them can overflow.
+pub const HEALTH_TIMEOUT_SECS: RangeInclusive<u64> = 1..=86_400;
+pub const HEALTH_INTERVAL_MS: RangeInclusive<u64> = 1..=600_000;
+/// 1 PiB.
+pub const RESERVE_BYTES: RangeInclusive<u64> = 0..=(1 << 50);
+pub const SEEN_ALERT_DAYS: RangeInclusive<u64> = 0..=36_500;
+pub const SWEEP_MAX_TESTS: RangeInclusive<u64> = 0..=10_000;
+/// 0 means no limit; at most 7 days.
+pub const SWEEP_TIMEOUT_SECS: RangeInclusive<u64> = 0..=604_800;
+/// At most a year.
+pub const REAP_GRACE_SECS: RangeInclusive<u64> = 0..=31_536_000;
+
+fn check_range(
+    path: &str,
+    value: u64,
+    range: &RangeInclusive<u64>,
+    push: &mut impl FnMut(String, String),
+) {
+    if !range.contains(&value) {
+        push(
+            path.to_owned(),
+            format!(
+                "{value} is out of range: must be from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        );
+    }
+}
+
+/// Where the config holds a list; an array anywhere else is a mistake serde would accept as a
+/// struct written positionally. `*` stands for any app or recipe name. (A probe's `status`,
+/// inside one of these lists, may be a list of statuses too.)
+const LIST_PATHS: [&[&str]; 7] = [
+    &["apps", "*", "probes"],
+    &["apps", "*", "approved"],
+    &["canonicals", "*", "probes"],
+    &["canonicals", "*", "approved"],
+    &["alerts", "on_alert"],
+    &["sweep", "cold_command"],
+    &["gate", "manual_migration_phrases"],
+];
+
+/// The first array where an object or a single value belongs.
+fn array_problem(value: &serde_json::Value) -> Option<String> {
+    fn walk(v: &serde_json::Value, at: &mut Vec<String>) -> Option<String> {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    at.push(k.clone());
+                    let found = walk(child, at);
+                    at.pop();
+                    if found.is_some() {
+                        return found;
+                    }
+                }
+                None
+            }
+            serde_json::Value::Array(items) => {
+                let allowed = LIST_PATHS.iter().any(|p| {
+                    p.len() == at.len() && p.iter().zip(at.iter()).all(|(w, k)| *w == "*" || w == k)
+                });
+                if !allowed {
+                    return Some(format!(
+                        "at `{}`: expected an object or a single value, not an array",
+                        escaped(&at.join("."))
+                    ));
+                }
+                // Elements of a list are objects (probes) or strings, never arrays.
+                items.iter().enumerate().find_map(|(i, item)| {
+                    item.is_array().then(|| {
+                        format!(
+                            "at `{}[{i}]`: expected an object or a string, not an array",
+                            escaped(&at.join("."))
+                        )
+                    })
+                }).or_else(|| {
+                    items.iter().enumerate().find_map(|(i, item)| {
+                        let serde_json::Value::Object(map) = item else { return None };
+                        // A probe's `status` is the one key inside a list that may hold a list.
+                        map.iter().filter(|(k, _)| k.as_str() != "status").find_map(|(k, child)| {
+                            child.is_array().then(|| format!(
+                                "at `{}[{i}].{}`: expected an object or a single value, not an array",
+                                escaped(&at.join(".")),
+                                escaped(k)
+                            ))
+                        })
+                    })
+                })
+            }
+            _ => None,
+        }
+    }
+    walk(value, &mut Vec::new())
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 fn check_version(v: &str, path: &str, out: &mut Vec<Problem>) {
     if let Err(e) = v.parse::<Version>() {
         out.push(Problem {
@@ -698,13 +969,17 @@ fn check_version(v: &str, path: &str, out: &mut Vec<Problem>) {
     }
 }
 
+/// The same check a run makes when it opens the recipe ([`recipe::check_repo_url`]).
 fn check_repo(repo: Option<&str>, path: &str, out: &mut Vec<Problem>) {
     if let Some(r) = repo
-        && (r.trim().is_empty() || r.starts_with('-'))
+        && let Err(why) = recipe::check_repo_url(r)
     {
         out.push(Problem {
             path: path.to_owned(),
-            message: format!("{r:?} is not a usable git URL or path"),
+            message: format!(
+                "{} is not a usable recipe repository: {why}",
+                quoted(&crate::platform::text::redact_userinfo(r))
+            ),
         });
     }
 }
@@ -720,11 +995,45 @@ fn check_env_file(p: Option<&Path>, path: &str, out: &mut Vec<Problem>) {
     }
 }
 
+/// An `http://` or `https://` URL with a host and without inline credentials; the message
+/// shows the URL with its credentials removed.
+fn check_http_url(url: &str) -> Result<(), String> {
+    let shown = quoted(&crate::platform::text::redact_userinfo(url));
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+        return Err(format!(
+            "{shown} must be an http:// or https:// URL with a host"
+        ));
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{shown} contains whitespace or control characters"));
+    }
+    if has_userinfo(url) {
+        return Err(format!(
+            "{shown}: inline credentials (user:password@) are refused, they would show in \
+             status, state.json, alerts and logs; secrets are read from files \
+             ({{\"file\": \"/absolute/path\"}} or {{\"credential\": \"name\"}})"
+        ));
+    }
+    Ok(())
+}
+
 fn check_probes(probes: &[Probe], path: &str, out: &mut Vec<Problem>) {
     for (i, p) in probes.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        // Credentials and control characters first: nothing of such a URL is parsed further.
+        if let Err(message) = check_http_url(&p.url) {
+            out.push(Problem {
+                path: format!("{at}.url"),
+                message,
+            });
+            continue;
+        }
         for (key, message) in crate::upgrade::probe::problems(&HttpProbe::from(p)) {
             out.push(Problem {
-                path: format!("{path}[{i}].{key}"),
+                path: format!("{at}.{key}"),
                 message,
             });
         }
@@ -734,14 +1043,15 @@ fn check_probes(probes: &[Probe], path: &str, out: &mut Vec<Problem>) {
 /// Turns serde's message into one that names the path, the bad key and the nearest valid one.
 fn describe_parse_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let inner = e.inner();
-    let path = e.path().to_string();
+    // Keys and values come from the file: escaped, so a control character cannot forge a line.
+    let path = escaped(&e.path().to_string());
     let location = format!("line {} column {}", inner.line(), inner.column());
     let msg = inner.to_string();
     // serde_json appends " at line L column C"; we print the location ourselves.
-    let msg = msg
-        .rsplit_once(" at line ")
-        .map_or(msg.as_str(), |(m, _)| m)
-        .to_owned();
+    let msg = escaped(
+        msg.rsplit_once(" at line ")
+            .map_or(msg.as_str(), |(m, _)| m),
+    );
     // serde echoes the offending value; under a secret's key that value may be the secret.
     if SECRET_KEYS.iter().any(|k| path.contains(k)) {
         return format!(

@@ -6,7 +6,7 @@
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("invalid {what} name {name:?}: {why}")]
+#[error("invalid {what} name {}: {why}", crate::platform::text::quoted(.name))]
 pub struct NameError {
     pub what: &'static str,
     pub name: String,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::config::names;
 use crate::config::{self, Config, Preset, Probe, Track};
-use crate::upgrade::probe::{ConnectTo, StatusSet};
 use crate::upgrade::gate;
+use crate::upgrade::probe::{ConnectTo, StatusSet};
 use crate::upgrade::reconcile::AppSpec;
 use crate::upgrade::version::Version;
 
@@ -32,7 +32,7 @@ pub struct AppPlan {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("app {0:?} is not in the config (known: {1})")]
+#[error("app {name} is not in the config (known: {known})", name = crate::platform::text::quoted(.0), known = .1)]
 pub struct UnknownApp(pub String, pub String);
 
 /// Every configured app, apps first, then canonicals, each sorted by name.
@@ -217,9 +217,16 @@ mod tests {
         bare.probes = None;
         let p = app_plan(&c, "keycloak", &bare);
         assert_eq!(p.probes[0].url, "https://sso.ci.example.org/realms/master");
-        assert_eq!(p.probes[0].connect_to, Some(LOCALHOST), "through traefik on this host");
+        assert_eq!(
+            p.probes[0].connect_to,
+            Some(LOCALHOST),
+            "through traefik on this host"
+        );
         bare.probes = Some(vec![]);
-        assert!(app_plan(&c, "keycloak", &bare).probes.is_empty(), "[] turns it off");
+        assert!(
+            app_plan(&c, "keycloak", &bare).probes.is_empty(),
+            "[] turns it off"
+        );
         let mut t = c.apps["traefik"].clone();
         t.probes = None;
         let p = app_plan(&c, "traefik", &t);

@@ -154,10 +154,52 @@ fn canonical_needs_a_domain() {
 #[test]
 fn probes_are_checked() {
     let e = err(&format!(
-        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [{{"url": "ftp://x"}}, {{"url": "http://x/", "status": 42}}]}}}}}}"#
+        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [{{"url": "ftp://x"}}, {{"url": "https://x/", "ca_file": "/nonexistent/ca.pem"}}]}}}}}}"#
     ));
     assert!(e.contains("apps.t.probes[0].url"), "{e}");
-    assert!(e.contains("apps.t.probes[1].status"), "{e}");
+    assert!(
+        e.contains("apps.t.probes[1].ca_file") && e.contains("/nonexistent/ca.pem: cannot read it"),
+        "{e}"
+    );
+    let e = err(&format!(
+        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [{{"url": "http://x/", "status": 42}}]}}}}}}"#
+    ));
+    assert!(
+        e.contains("apps.t.probes[0].status") && e.contains("42 is not an HTTP status"),
+        "{e}"
+    );
+}
+
+/// The probe today's example used to show: it could never pass (SNI and the certificate check
+/// use 127.0.0.1), so every upgrade would roll back. Refused, with what to write instead.
+#[test]
+fn an_https_probe_with_a_host_header_is_refused_with_the_fix() {
+    let e = err(&format!(
+        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [{{"url": "https://127.0.0.1/realms/master", "host": "sso.ci.example.org"}}]}}}}}}"#
+    ));
+    assert!(e.contains("apps.t.probes[0].host"), "{e}");
+    assert!(
+        e.contains(
+            r#""url": "https://sso.ci.example.org/realms/master", "connect_to": "127.0.0.1""#
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn probe_statuses_may_be_a_list_or_a_range_and_probes_may_be_turned_off() {
+    let c = Config::parse(
+        Path::new("test.json"),
+        &format!(
+            r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [{{"url": "https://t.example.org/", "connect_to": "127.0.0.1:8443", "status": [200, 302]}}, {{"url": "https://t.example.org/x", "connect_to": "127.0.0.1", "status": "200-499", "insecure": true}}]}}, "u": {{"recipe": "demo", "domain": "u.ci.example.org", "probes": []}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let probes = c.apps["t"].probes.as_deref().unwrap();
+    assert!(probes[0].status.contains(302) && !probes[0].status.contains(301));
+    assert_eq!(probes[0].connect_to.unwrap().port, Some(8443));
+    assert!(probes[1].status.contains(404) && probes[1].insecure);
+    assert_eq!(c.apps["u"].probes.as_deref(), Some(&[][..]));
 }
 
 #[test]
@@ -207,4 +249,183 @@ fn every_problem_is_reported_at_once() {
         e.contains("state_dir") && e.contains("health.timeout_secs"),
         "{e}"
     );
+}
+
+#[test]
+fn health_timeout_that_would_overflow_a_deadline_is_refused() {
+    let e = err(&format!(
+        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "health_timeout_secs": 18446744073709551615}}}}}}"#
+    ));
+    assert!(e.contains("apps.t.health_timeout_secs"), "{e}");
+    assert!(e.contains("from 1 to 86400"), "{e}");
+    let e = err(
+        r#"{"health": {"timeout_secs": 18446744073709551615, "interval_ms": 18446744073709551615},
+        "snapshot": {"reserve_bytes": 18446744073709551615},
+        "sweep": {"timeout_secs": 18446744073709551615, "max_tests": 4294967295},
+        "canonicals": {"x": {"domain": "x.example.org", "health_timeout_secs": 0}},
+        "keycloak": {"url": "https://sso.example.org", "admin_password": {"file": "/pw"}, "reap_grace_secs": 18446744073709551615}}"#,
+    );
+    for key in [
+        "health.timeout_secs",
+        "health.interval_ms",
+        "snapshot.reserve_bytes",
+        "sweep.timeout_secs",
+        "sweep.max_tests",
+        "canonicals.x.health_timeout_secs",
+        "keycloak.reap_grace_secs",
+    ] {
+        assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+    }
+    parse(&format!(
+        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "health_timeout_secs": 86400}}}}}}"#
+    ))
+    .unwrap();
+}
+
+#[test]
+fn top_level_that_is_not_an_object_is_refused() {
+    for text in ["[]", "[1, 2]", "null", "42", "\"x\""] {
+        let e = err(text);
+        assert!(e.contains("top level must be a JSON object"), "{text}: {e}");
+    }
+    // serde would read an array as a struct written positionally, at any depth.
+    let e = err(r#"{"health": [300, 2000]}"#);
+    assert!(
+        e.contains("at `health`") && e.contains("not an array"),
+        "{e}"
+    );
+    let e = err(&format!(
+        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [["http://x/"]]}}}}}}"#
+    ));
+    assert!(e.contains("apps.t.probes[0]"), "{e}");
+}
+
+#[test]
+fn dangerous_git_transports_are_refused_like_a_run_refuses_them() {
+    for repo in [
+        "ext::sh -c touch% /tmp/pwned",
+        "ext::sh",
+        "fd::3",
+        "foo::bar",
+        "--upload-pack=touch /tmp/x",
+        "https://x y",
+    ] {
+        let json = serde_json::json!({"apps": {"t": {
+            "recipe": "traefik", "domain": "t.example.org", "repo": repo}}});
+        let e = err(&json.to_string());
+        assert!(e.contains("apps.t.repo"), "{repo}: {e}");
+        // The same function decides for a run.
+        assert!(
+            crate::upgrade::recipe::check_repo_url(repo).is_err(),
+            "{repo}"
+        );
+    }
+    for repo in [
+        "https://git.coopcloud.tech/coop-cloud/traefik.git",
+        "/srv/recipes/traefik",
+        "file:///srv/recipes/traefik",
+        "ssh://git@git.example.org/traefik.git",
+    ] {
+        let json = serde_json::json!({"apps": {"t": {
+            "recipe": "traefik", "domain": "t.example.org", "repo": repo}}});
+        parse(&json.to_string()).unwrap();
+        assert!(
+            crate::upgrade::recipe::check_repo_url(repo).is_ok(),
+            "{repo}"
+        );
+    }
+}
+
+#[test]
+fn inline_url_credentials_are_refused_without_echoing_them() {
+    let json = serde_json::json!({
+        "apps": {"t": {"recipe": "traefik", "domain": "t.example.org",
+            "repo": "https://bob:hunter2@git.example.org/traefik.git",
+            "probes": [{"url": "https://bob:hunter2@t.example.org/ping"}]}},
+        "canonicals": {"demo": {"domain": "d.example.org",
+            "repo": "https://ghp_hunter2@github.com/x/demo.git"}},
+        "keycloak": {"url": "https://admin:hunter2@sso.example.org",
+            "admin_password": {"file": "/run/pw"}},
+    });
+    let e = err(&json.to_string());
+    for key in [
+        "apps.t.repo",
+        "apps.t.probes[0].url",
+        "canonicals.demo.repo",
+        "keycloak.url",
+    ] {
+        assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+    }
+    assert!(e.contains("inline credentials"), "{e}");
+    assert!(e.contains("secrets are read from files"), "{e}");
+    assert!(
+        !e.contains("hunter2"),
+        "a credential must not be echoed: {e}"
+    );
+}
+
+#[test]
+fn control_characters_in_keys_and_values_are_escaped_in_messages() {
+    let json = serde_json::json!({
+        "apps": {"t\n[FATAL] forged\u{1b}[2K": {"recipe": "Bad\u{0}Name", "domain": "t.example.org"}},
+        "stat\u{1b}_dir": "/x",
+    });
+    let e = err(&json.to_string());
+    assert!(!e.contains('\u{1b}') && !e.contains('\0'), "{e:?}");
+    assert!(e.contains("stat\\u{1b}_dir"), "{e}");
+    let json = serde_json::json!({
+        "apps": {"t\n[FATAL] forged": {"recipe": "Bad\u{0}Name", "domain": "t.example.org"}},
+    });
+    let e = err(&json.to_string());
+    assert!(
+        !e.lines().any(|l| l.starts_with("[FATAL]")),
+        "a key must not start a line of its own: {e}"
+    );
+    assert!(e.contains("t\\n[FATAL] forged"), "{e}");
+    assert!(e.contains("Bad\\u{0}Name"), "{e}");
+}
+
+fn stack_config(env_file: Option<&Path>) -> Config {
+    let mut app = serde_json::json!({"recipe": "demo", "domain": "demo.example.org"});
+    if let Some(p) = env_file {
+        app["env_file"] = serde_json::json!(p);
+    }
+    parse(&serde_json::json!({"apps": {"demo": app}}).to_string()).unwrap()
+}
+
+#[test]
+fn missing_or_unreadable_env_file_is_refused_before_a_run() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("demo.env");
+    let e = stack_config(Some(&missing))
+        .preflight("demo")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("apps.demo.env_file"), "{e}");
+    assert!(
+        e.contains("does not exist") && e.contains("demo.env"),
+        "{e}"
+    );
+    assert!(e.contains("app demo"), "{e}");
+    let c = stack_config(Some(d.path()));
+    let e = c.preflight("demo").unwrap_err().to_string();
+    assert!(e.contains("is not a regular file"), "{e}");
+    assert_eq!(c.host_problems().len(), 1);
+    let e = stack_config(None)
+        .preflight("demo")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has no env_file"), "{e}");
+    std::fs::write(&missing, "DOMAIN=demo.example.org\n").unwrap();
+    let c = stack_config(Some(&missing));
+    c.preflight("demo").unwrap();
+    assert!(c.host_problems().is_empty());
+    // abra keeps (and bootstraps) the env file itself: nothing to check.
+    let abra = parse(
+        r#"{"deployer": {"kind": "abra", "server": "s"},
+            "apps": {"demo": {"recipe": "demo", "domain": "demo.example.org", "env_file": "/nonexistent/demo.env"}}}"#,
+    )
+    .unwrap();
+    abra.preflight("demo").unwrap();
+    assert!(abra.host_problems().is_empty());
 }

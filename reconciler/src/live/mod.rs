@@ -40,7 +40,18 @@ pub struct LivePlatform {
 }
 
 impl LivePlatform {
+    /// The platform of a run that deploys. It refuses, before anything has changed, an app its
+    /// deployer could not deploy on this host (a missing or unreadable env file,
+    /// [`Config::preflight`]): a stateful upgrade undeploys first, and a deploy that fails only
+    /// afterwards takes the app down and records a good version as failed.
     pub fn new(config: &Config, plan: AppPlan) -> anyhow::Result<LivePlatform> {
+        config.preflight(&plan.spec.name)?;
+        Self::for_snapshots(config, plan)
+    }
+
+    /// The platform of a command that never deploys (snapshot take, verify, restore): no
+    /// pre-flight of what only a deploy needs.
+    pub fn for_snapshots(config: &Config, plan: AppPlan) -> anyhow::Result<LivePlatform> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -38,7 +38,7 @@ pub fn run(cmd: &mut Command, limit: Option<Duration>, what: &str) -> anyhow::Re
             .with_context(|| format!("waiting for {what} {program:?}"))?;
         return Ok(Finished::Exited(status));
     };
-    let deadline = Instant::now() + limit;
+    let deadline = crate::platform::deadline::after(Instant::now(), limit);
     loop {
         if let Some(status) = child
             .try_wait()
@@ -58,7 +58,7 @@ pub fn run(cmd: &mut Command, limit: Option<Duration>, what: &str) -> anyhow::Re
         i32::try_from(child.id()).with_context(|| format!("the pid of {what} is out of range"))?,
     );
     let _ = killpg(group, Signal::SIGTERM);
-    let grace_end = Instant::now() + GRACE;
+    let grace_end = crate::platform::deadline::after(Instant::now(), GRACE);
     loop {
         let exited = child
             .try_wait()

@@ -257,7 +257,7 @@ pub async fn wait_until_gone(
         source,
     };
     let started = Instant::now();
-    let deadline = started + wait.timeout;
+    let deadline = crate::platform::deadline::after_tokio(started, wait.timeout);
     loop {
         let left = leftovers(engine, stack).await.map_err(observe)?;
         if left.is_empty() {

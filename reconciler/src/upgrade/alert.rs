@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::platform::atomic;
+use crate::platform::text::redact_userinfo;
 
 /// Bumped on any incompatible change of the alert JSON.
 pub const ALERT_SCHEMA: u32 = 1;
@@ -167,12 +168,13 @@ pub fn publish(
             app: new.app.clone(),
             recipe: new.recipe.clone(),
             kind,
-            message: new.message.clone(),
+            // A URL with inline credentials must not reach the builder loop's chat.
+            message: redact_userinfo(&new.message),
             last_good: new.last_good.clone(),
             attempted: new.attempted.clone(),
             recovered: new.recovered,
             notes: new.notes.clone(),
-            error: new.error.clone(),
+            error: new.error.iter().map(|e| redact_userinfo(e)).collect(),
             disk: new.disk.clone(),
         };
         let mut bytes =
@@ -238,7 +240,7 @@ pub fn run_hook_with_timeout(
             return false;
         }
     };
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = crate::platform::deadline::after(std::time::Instant::now(), timeout);
     loop {
         match child.try_wait() {
             Ok(Some(s)) if s.success() => return true,
@@ -310,6 +312,25 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn alert_files_never_hold_url_credentials() {
+        let d = tempfile::tempdir().unwrap();
+        let (_, path) = publish(
+            d.path(),
+            Kind::RolledBack,
+            NewAlert {
+                app: "demo".into(),
+                message: "probe https://bob:hunter2@demo.example.org/: status 500".into(),
+                error: vec!["fetching https://x:hunter2@git.example.org/r.git failed".into()],
+                ..NewAlert::default()
+            },
+        )
+        .unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("https://***@demo.example.org/"), "{text}");
     }
 
     #[test]

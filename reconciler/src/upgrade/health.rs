@@ -356,7 +356,7 @@ impl<'a> HealthGate<'a> {
             .map(|p| Prepared::new(p, self.timing.probe_timeout))
             .collect();
         let started = Instant::now();
-        let deadline = started + self.timing.timeout;
+        let deadline = crate::platform::deadline::after_tokio(started, self.timing.timeout);
         let mut last: Option<Verdict> = None;
         let mut round = 0u32;
         let mut healthy_rounds = 0u32;

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::platform::text::redact_userinfo;
+
 /// An HTTP probe of the gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpProbe {
@@ -45,7 +47,9 @@ impl HttpProbe {
 
     /// How the probe is named in a reason: the URL and whatever redirects or weakens it.
     pub fn describe(&self) -> String {
-        let mut s = format!("probe {}", self.url);
+        // The config refuses inline credentials; this is the second line of defence, so a reason
+        // (kept in state.json, alerts and `status`) never carries a password.
+        let mut s = format!("probe {}", redact_userinfo(&self.url));
         let mut notes = Vec::new();
         if let Some(c) = &self.connect_to {
             notes.push(format!("via {c}"));
@@ -149,20 +153,27 @@ impl<'de> Deserialize<'de> for StatusSet {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = StatusSet;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a status (200), a list of statuses ([200, 302]) or a range (\"200-499\")")
+                f.write_str(
+                    "a status (200), a list of statuses ([200, 302]) or a range (\"200-499\")",
+                )
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StatusSet, E> {
-                let code = u16::try_from(v).map_err(|_| E::custom(format!("{v} is not an HTTP status (100-599)")))?;
+                let code = u16::try_from(v)
+                    .map_err(|_| E::custom(format!("{v} is not an HTTP status (100-599)")))?;
                 StatusSet::checked(vec![(code, code)]).map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StatusSet, E> {
-                let v = u64::try_from(v).map_err(|_| E::custom(format!("{v} is not an HTTP status (100-599)")))?;
+                let v = u64::try_from(v)
+                    .map_err(|_| E::custom(format!("{v} is not an HTTP status (100-599)")))?;
                 self.visit_u64(v)
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StatusSet, E> {
                 StatusSet::parse_range(v).map_err(E::custom)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StatusSet, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StatusSet, A::Error> {
                 let mut parts = Vec::new();
                 while let Some(code) = seq.next_element::<u16>()? {
                     parts.push((code, code));
@@ -236,7 +247,10 @@ pub fn problems(probe: &HttpProbe) -> Vec<(&'static str, String)> {
         "https" => true,
         "http" => false,
         other => {
-            let m = format!("{:?} must be an http:// or https:// URL, not {other}://", probe.url);
+            let m = format!(
+                "{:?} must be an http:// or https:// URL, not {other}://",
+                probe.url
+            );
             return vec![("url", m)];
         }
     };
@@ -277,10 +291,16 @@ pub fn problems(probe: &HttpProbe) -> Vec<(&'static str, String)> {
         }
     }
     if !https && probe.insecure {
-        out.push(("insecure", "\"insecure\" only applies to https:// URLs".to_owned()));
+        out.push((
+            "insecure",
+            "\"insecure\" only applies to https:// URLs".to_owned(),
+        ));
     }
     if !https && probe.ca_file.is_some() {
-        out.push(("ca_file", "\"ca_file\" only applies to https:// URLs".to_owned()));
+        out.push((
+            "ca_file",
+            "\"ca_file\" only applies to https:// URLs".to_owned(),
+        ));
     }
     if probe.insecure && probe.ca_file.is_some() {
         out.push((
@@ -302,8 +322,12 @@ pub fn problems(probe: &HttpProbe) -> Vec<(&'static str, String)> {
 pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
     let pem = std::fs::read(path)
         .map_err(|e| format!("ca_file {}: cannot read it: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("ca_file {}: not a PEM certificate bundle: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        format!(
+            "ca_file {}: not a PEM certificate bundle: {e}",
+            path.display()
+        )
+    })?;
     if certs.is_empty() {
         return Err(format!(
             "ca_file {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
@@ -324,7 +348,10 @@ pub fn client(probe: &HttpProbe, timeout: Duration) -> Result<reqwest::Client, S
         let url = reqwest::Url::parse(&probe.url)
             .map_err(|e| format!("{:?} is not a URL: {e}", probe.url))?;
         let Some(name) = url.domain() else {
-            return Err(format!("connect_to needs a domain in the URL {}", probe.url));
+            return Err(format!(
+                "connect_to needs a domain in the URL {}",
+                probe.url
+            ));
         };
         // reqwest uses the URL's own port when it names one; ours otherwise.
         let port = c.port.or(url.port_or_known_default()).unwrap_or(443);
@@ -376,7 +403,7 @@ impl ProbeResult {
                 "{name}: status {status} but the body does not contain {:?}",
                 p.body_contains.as_deref().unwrap_or_default()
             )),
-            ProbeOutcome::Failed(e) => Some(format!("{name}: {e}")),
+            ProbeOutcome::Failed(e) => Some(format!("{name}: {}", redact_userinfo(e))),
         }
     }
 }
@@ -480,7 +507,11 @@ mod tests {
         assert_eq!(list.to_string(), "200 or 302");
         let below_500 = statuses("\"100-499\"").unwrap();
         assert!(below_500.contains(404) && !below_500.contains(500));
-        for (json, value) in [("204", "204"), ("[200,302]", "[200,302]"), ("\"100-499\"", "\"100-499\"")] {
+        for (json, value) in [
+            ("204", "204"),
+            ("[200,302]", "[200,302]"),
+            ("\"100-499\"", "\"100-499\""),
+        ] {
             let back = serde_json::to_string(&statuses(json).unwrap()).unwrap();
             assert_eq!(back, value);
         }
@@ -534,9 +565,18 @@ mod tests {
         p.ca_file = Some("/nonexistent/ca.pem".into());
         let found = problems(&p);
         assert_eq!(found[0].0, "ca_file");
-        assert!(found[0].1.contains("ca_file /nonexistent/ca.pem: cannot read it"), "{found:?}");
-        assert!(problems(&HttpProbe::get("ftp://a.test/"))[0].1.contains("http:// or https://"));
-        assert_eq!(problems(&HttpProbe::get("http:///x"))[0].0, "url");
+        assert!(
+            found[0]
+                .1
+                .contains("ca_file /nonexistent/ca.pem: cannot read it"),
+            "{found:?}"
+        );
+        assert!(
+            problems(&HttpProbe::get("ftp://a.test/"))[0]
+                .1
+                .contains("http:// or https://")
+        );
+        assert_eq!(problems(&HttpProbe::get("http://"))[0].0, "url");
     }
 
     #[test]
@@ -544,6 +584,9 @@ mod tests {
         let mut p = HttpProbe::get("https://a.test/");
         p.connect_to = Some("127.0.0.1:8443".parse().unwrap());
         p.insecure = true;
-        assert_eq!(p.describe(), "probe https://a.test/ (via 127.0.0.1:8443, insecure)");
+        assert_eq!(
+            p.describe(),
+            "probe https://a.test/ (via 127.0.0.1:8443, insecure)"
+        );
     }
 }

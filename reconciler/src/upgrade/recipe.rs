@@ -21,6 +21,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::platform::text::redact_userinfo;
 use crate::upgrade::gate::Release;
 use crate::upgrade::version::{Version, parse_tags};
 
@@ -62,11 +63,6 @@ pub enum RecipeError {
         #[source]
         source: io::Error,
     },
-    #[error(
-        "recipe cache {cache} is not a usable git repository ({reason}); it is only a cache: \
-         remove it and the next run clones again"
-    )]
-    BadCache { cache: PathBuf, reason: String },
     #[error("recipe repository URL {url:?} is not usable: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("invalid git revision {rev:?}: {reason}")]
@@ -200,26 +196,10 @@ impl GitRecipe {
         cache_dir: impl Into<PathBuf>,
     ) -> Result<GitRecipe, RecipeError> {
         let repo_url = repo_url.into();
-        let bad = |reason: &str| RecipeError::InvalidUrl {
-            url: repo_url.clone(),
-            reason: reason.to_owned(),
-        };
-        if repo_url.is_empty() {
-            return Err(bad("it is empty"));
-        }
-        // git would read a leading '-' as an option.
-        if repo_url.starts_with('-') {
-            return Err(bad("it starts with '-'"));
-        }
-        if repo_url
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace())
-        {
-            return Err(bad("it contains whitespace or control characters"));
-        }
-        if repo_url.starts_with("ext::") {
-            return Err(bad("the ext:: transport runs commands"));
-        }
+        check_repo_url(&repo_url).map_err(|reason| RecipeError::InvalidUrl {
+            url: redact_userinfo(&repo_url),
+            reason,
+        })?;
         Ok(GitRecipe {
             repo_url,
             cache_dir: cache_dir.into(),
@@ -335,11 +315,7 @@ impl GitRecipe {
             cfg.args(["config", "remote.origin.url", &self.repo_url]);
             self.run_in(&tmp, "config remote.origin.url", &mut cfg)?;
             self.fetch_into(&tmp)?;
-            std::fs::rename(&tmp, &self.cache_dir).map_err(|source| RecipeError::Io {
-                what: "cannot move the fresh clone into place at",
-                path: self.cache_dir.clone(),
-                source,
-            })
+            self.publish_clone(&tmp)
         })();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -347,22 +323,63 @@ impl GitRecipe {
         result
     }
 
-    fn check_cache(&self) -> Result<(), RecipeError> {
+    /// Puts the fresh clone at `tmp` in the cache's place: with an atomic exchange when a cache
+    /// is there already (so the cache path never lacks a repository), then removes the old one.
+    fn publish_clone(&self, tmp: &Path) -> Result<(), RecipeError> {
+        let io = |what, source| RecipeError::Io {
+            what,
+            path: self.cache_dir.clone(),
+            source,
+        };
+        if std::fs::symlink_metadata(&self.cache_dir).is_err() {
+            return std::fs::rename(tmp, &self.cache_dir)
+                .map_err(|e| io("cannot move the fresh clone into place at", e));
+        }
+        let exchanged = nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            tmp,
+            nix::fcntl::AT_FDCWD,
+            &self.cache_dir,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        );
+        if let Err(errno) = exchanged {
+            // A filesystem without RENAME_EXCHANGE: move the old cache aside, then the new one
+            // in; a kill in between leaves no cache, and the next run clones again.
+            tracing::debug!(%errno, "no atomic exchange; replacing the recipe cache in two renames");
+            let aside = tmp.with_extension("old");
+            std::fs::rename(&self.cache_dir, &aside)
+                .map_err(|e| io("cannot move the old recipe cache aside from", e))?;
+            std::fs::rename(tmp, &self.cache_dir)
+                .map_err(|e| io("cannot move the fresh clone into place at", e))?;
+            std::fs::rename(&aside, tmp).map_err(|e| {
+                io(
+                    "cannot move the old recipe cache back to be removed from",
+                    e,
+                )
+            })?;
+        }
+        // `tmp` now holds the old cache (swept by the next clone if this fails).
+        if let Err(e) = std::fs::remove_dir_all(tmp) {
+            tracing::warn!(path = %tmp.display(), "cannot remove the replaced recipe cache: {e}");
+        }
+        Ok(())
+    }
+
+    /// Why the cache cannot be fetched into as it is, if it cannot: git cannot open it, it is
+    /// not a bare repository, or its origin is not the configured repository.
+    fn cache_problem(&self) -> Result<Option<String>, RecipeError> {
         let out = self.output(
             self.command(&self.cache_dir)
                 .args(["rev-parse", "--is-bare-repository"]),
         )?;
         if !out.status.success() {
-            return Err(RecipeError::BadCache {
-                cache: self.cache_dir.clone(),
-                reason: stderr_text(&out.stderr),
-            });
+            return Ok(Some(format!(
+                "git cannot open it: {}",
+                stderr_text(&out.stderr)
+            )));
         }
         if String::from_utf8_lossy(&out.stdout).trim() != "true" {
-            return Err(RecipeError::BadCache {
-                cache: self.cache_dir.clone(),
-                reason: "it is not a bare repository".into(),
-            });
+            return Ok(Some("it is not a bare repository".into()));
         }
         let current = self.output(self.command(&self.cache_dir).args([
             "config",
@@ -371,13 +388,14 @@ impl GitRecipe {
         ]))?;
         let current = String::from_utf8_lossy(&current.stdout).trim().to_owned();
         if current != self.repo_url {
-            tracing::info!(cache = %self.cache_dir.display(), from = %current, to = %self.repo_url, "recipe URL changed; re-pointing the cache");
-            self.git(
-                "config remote.origin.url",
-                ["config", "remote.origin.url", &self.repo_url],
-            )?;
+            // Tags of another repository must not pass for this recipe's versions.
+            return Ok(Some(format!(
+                "its origin is {}, not the configured {}",
+                crate::platform::text::quoted(&redact_userinfo(&current)),
+                crate::platform::text::quoted(&redact_userinfo(&self.repo_url))
+            )));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Removes lock files a killed git left behind; they would fail every later fetch with
@@ -419,6 +437,50 @@ impl GitRecipe {
     }
 }
 
+/// Whether `url` may be handed to git as a recipe's origin; `Err` says why not. The one check
+/// behind both `config check` (`apps.*.repo`, `canonicals.*.repo`) and every run that opens a
+/// recipe, so the two never disagree.
+///
+/// Accepted: `https://`, `http://`, `ssh://`, `git://`, `file://` URLs, scp-like `user@host:path`
+/// and local paths (the demo and the tests publish recipes from a local repository). Refused:
+/// anything git would read as an option (a leading `-`), whitespace and control characters,
+/// git's `<transport>::<address>` remote-helper syntax (`ext::` runs any command, `fd::` talks
+/// to file descriptors, and any other name runs a `git-remote-<name>` program), and inline
+/// credentials (a password, or any user in an `http(s)://` URL, where it is a token): they would
+/// show in logs, state and alerts.
+pub fn check_repo_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err("it is empty".into());
+    }
+    if url.starts_with('-') {
+        return Err("it starts with '-', which git would read as an option".into());
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("it contains whitespace or control characters".into());
+    }
+    if let Some((transport, _)) = url.split_once("::")
+        && !transport.contains('/')
+    {
+        return Err(format!(
+            "git's `{transport}::` remote-helper syntax runs a helper program (ext:: runs any \
+             command); use an https://, ssh:// or git:// URL, or a path"
+        ));
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && (userinfo.contains(':') || matches!(scheme, "http" | "https"))
+        {
+            return Err(
+                "inline credentials in the URL are refused (they would show in logs, state \
+                 and alerts); give git its credentials through a credential helper or an ssh key"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
+}
+
 impl RecipeSource for GitRecipe {
     fn fetch(&mut self) -> Result<(), RecipeError> {
         match std::fs::symlink_metadata(&self.cache_dir) {
@@ -435,10 +497,31 @@ impl RecipeSource for GitRecipe {
             }
             Ok(_) => {}
         }
-        self.check_cache()?;
+        // The cache is only a cache: one git cannot use is cloned again (into a fresh
+        // directory that replaces it atomically), never left to fail every run.
+        if let Some(why) = self.cache_problem()? {
+            tracing::warn!(cache = %self.cache_dir.display(), url = %redact_userinfo(&self.repo_url),
+                "the recipe cache is not usable ({why}); cloning it again");
+            return self.clone_fresh();
+        }
         self.sweep_stale_locks()?;
-        tracing::debug!(url = %self.repo_url, cache = %self.cache_dir.display(), "fetching recipe");
-        self.fetch_into(&self.cache_dir)
+        tracing::debug!(url = %redact_userinfo(&self.repo_url), cache = %self.cache_dir.display(), "fetching recipe");
+        let fetched = self.fetch_into(&self.cache_dir);
+        if let Err(e) = &fetched {
+            // A broken cache (corrupt objects or refs) fails the fetch while a fresh clone
+            // works; an unreachable origin fails both, and then the old cache stays as it was.
+            tracing::warn!(cache = %self.cache_dir.display(), "fetching into the recipe cache failed ({e}); trying a fresh clone");
+            match self.clone_fresh() {
+                Ok(()) => {
+                    tracing::warn!(cache = %self.cache_dir.display(), "the recipe cache was broken; replaced it with a fresh clone");
+                    return Ok(());
+                }
+                Err(again) => {
+                    tracing::debug!("the fresh clone failed too ({again}); keeping the cache");
+                }
+            }
+        }
+        fetched
     }
 
     fn versions(&self) -> Result<Vec<Version>, RecipeError> {
@@ -761,11 +844,26 @@ mod tests {
     #[test]
     fn url_validation() {
         let d = Path::new("/tmp/x");
-        for bad in ["", "-uhttps://x", "https://x y", "ext::sh -c x", "a\nb"] {
+        for bad in [
+            "",
+            "-uhttps://x",
+            "https://x y",
+            "ext::sh -c x",
+            "ext::sh",
+            "fd::3",
+            "foo::bar",
+            "a\nb",
+            "https://user:pw@git.example.org/r.git",
+            "https://token@git.example.org/r.git",
+            "ssh://git:pw@git.example.org/r.git",
+        ] {
             assert!(GitRecipe::new(bad, d).is_err(), "{bad:?}");
         }
         assert!(GitRecipe::new("https://git.coopcloud.tech/coop-cloud/traefik.git", d).is_ok());
         assert!(GitRecipe::new("/srv/recipes/demo", d).is_ok());
+        assert!(GitRecipe::new("file:///srv/recipes/demo", d).is_ok());
+        assert!(GitRecipe::new("ssh://git@git.example.org/r.git", d).is_ok());
+        assert!(GitRecipe::new("git@git.example.org:coop-cloud/r.git", d).is_ok());
         assert_eq!(
             GitRecipe::cache_dir_for(Path::new("/var/lib/ci-warm"), "traefik"),
             Path::new("/var/lib/ci-warm/traefik/recipe")

@@ -91,6 +91,12 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "state {path} has schema {found}, but this ci-warm reads schema {STATE_SCHEMA} only (was \
+         it written by a newer ci-warm?); refusing to read or overwrite it: run the ci-warm that \
+         wrote it, or move the file aside by hand"
+    )]
+    UnknownSchema { path: PathBuf, found: String },
     #[error(transparent)]
     Write(#[from] atomic::AtomicWriteError),
 }
@@ -101,9 +107,24 @@ pub fn path(app_dir: &Path) -> PathBuf {
 
 impl AppState {
     /// Loads the app's state; a missing file is a fresh app.
+    /// A file of another schema (a newer ci-warm's) is refused: read with this version's
+    /// fields it could lose what it holds, and the next save would overwrite it.
     pub fn load(app_dir: &Path) -> Result<AppState, StateError> {
-        match atomic::read_json(&path(app_dir)) {
-            Ok(Some(state)) => Ok(state),
+        let file = path(app_dir);
+        match atomic::read_json::<serde_json::Value>(&file) {
+            Ok(Some(value)) => {
+                let schema = value.get("schema");
+                if let Some(found) = schema
+                    && found.as_u64() != Some(u64::from(STATE_SCHEMA))
+                {
+                    return Err(StateError::UnknownSchema {
+                        path: file,
+                        found: crate::platform::text::bounded(&found.to_string(), 40),
+                    });
+                }
+                serde_json::from_value(value)
+                    .map_err(|source| StateError::Corrupt { path: file, source })
+            }
             Ok(None) => Ok(AppState {
                 schema: STATE_SCHEMA,
                 ..AppState::default()
@@ -148,6 +169,23 @@ mod tests {
         });
         s.save(d.path()).unwrap();
         assert_eq!(AppState::load(d.path()).unwrap(), s);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_never_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let text = "{\"schema\": 2, \"last_good\": \"1.0.0+1.0.0\", \"deployed\": null, \
+                    \"intent\": null, \"last_run\": null}";
+        std::fs::write(path(d.path()), text).unwrap();
+        let e = AppState::load(d.path()).unwrap_err();
+        assert!(matches!(e, StateError::UnknownSchema { .. }), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("schema 2") && e.contains("state.json"), "{e}");
+        assert_eq!(std::fs::read_to_string(path(d.path())).unwrap(), text);
+        // A newer schema with fields this version does not know says "schema", not "corrupt".
+        std::fs::write(path(d.path()), "{\"schema\": 3, \"new_field\": 1}").unwrap();
+        let e = AppState::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("schema 3"), "{e}");
     }
 
     #[test]

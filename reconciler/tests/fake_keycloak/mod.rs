@@ -49,6 +49,27 @@ struct Inner {
     next_id: u64,
     admin_logins: usize,
     unauthorized_served: usize,
+    echo: Option<(Echo, EchoAs)>,
+    realms_created: usize,
+}
+
+/// Where the fake answers an error that echoes the request body, as a misconfigured server or
+/// a proxy's login page may.
+#[derive(Clone, Copy, Debug)]
+pub enum Echo {
+    /// The token endpoint (the body is the login form, admin password included).
+    Login,
+    /// `POST /admin/realms` (the body holds the new realm's client secret and user password).
+    CreateRealm,
+}
+
+/// How the echo comes back.
+#[derive(Clone, Copy, Debug)]
+pub enum EchoAs {
+    /// Inside Keycloak's JSON error fields.
+    Json,
+    /// As an HTML page.
+    Html,
 }
 
 #[derive(Clone)]
@@ -93,11 +114,14 @@ impl FakeKeycloak {
             next_id: 0,
             admin_logins: 0,
             unauthorized_served: 0,
+            echo: None,
+            realms_created: 0,
         }));
         let app = Router::new()
             .route("/realms/{realm}/protocol/openid-connect/token", post(token))
             .route("/admin/realms", get(list_realms).post(create_realm))
             .route("/admin/realms/{realm}", get(get_realm).delete(delete_realm))
+            .layer(axum::middleware::from_fn_with_state(inner.clone(), echo))
             .with_state(inner.clone());
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -112,6 +136,11 @@ impl FakeKeycloak {
         for t in s.tokens.values_mut() {
             t.expires = now;
         }
+    }
+
+    /// From now on, answers requests at `at` with a 400 that echoes their body.
+    pub fn echo_bodies(&self, at: Echo, how: EchoAs) {
+        lock(&self.inner).echo = Some((at, how));
     }
 
     /// The `expires_in` of tokens issued from now on.
@@ -129,6 +158,11 @@ impl FakeKeycloak {
         lock(&self.inner).unauthorized_served
     }
 
+    /// Realms created through `POST /admin/realms` so far (deleted ones included).
+    pub fn realms_created(&self) -> usize {
+        lock(&self.inner).realms_created
+    }
+
     pub fn realm(&self, name: &str) -> Option<Value> {
         lock(&self.inner).realms.get(name).cloned()
     }
@@ -141,6 +175,43 @@ impl FakeKeycloak {
     pub fn insert_realm(&self, rep: Value) {
         let name = rep["realm"].as_str().unwrap().to_owned();
         lock(&self.inner).realms.insert(name, rep);
+    }
+}
+
+async fn echo(
+    State(s): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let echo = lock(&s).echo;
+    let path = req.uri().path().to_owned();
+    let post = req.method() == axum::http::Method::POST;
+    let hit = |at| match at {
+        Echo::Login => path.ends_with("/protocol/openid-connect/token"),
+        Echo::CreateRealm => post && path == "/admin/realms",
+    };
+    let Some((_, how)) = echo.filter(|(at, _)| hit(*at)) else {
+        return next.run(req).await;
+    };
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    match how {
+        EchoAs::Json => error(
+            StatusCode::BAD_REQUEST,
+            json!({
+                "error": format!("invalid_request {body}"),
+                "error_description": format!("cannot parse: {body}"),
+                "errorMessage": body,
+            }),
+        ),
+        EchoAs::Html => (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "text/html")],
+            format!("<html><body><form>{body}</form></body></html>"),
+        )
+            .into_response(),
     }
 }
 
@@ -364,6 +435,7 @@ async fn create_realm(
         );
     }
     s.next_id += 1;
+    s.realms_created += 1;
     rep["id"] = json!(format!("id-{}", s.next_id));
     s.realms.insert(name.clone(), rep);
     (

@@ -300,3 +300,70 @@ pub fn names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A file or directory outside the tree under test (but inside the test's own tempdir) that a
+/// hostile archive, snapshot or swap aims at: everything observable about it is recorded, so
+/// a test can assert it is byte-, mode-, owner-, xattr- (and for a directory, listing-)
+/// unchanged.
+pub struct Victim {
+    pub path: PathBuf,
+    before: (Seen, Vec<String>),
+}
+
+impl Victim {
+    fn record(path: &Path) -> (Seen, Vec<String>) {
+        let md = std::fs::symlink_metadata(path).unwrap();
+        let seen = Seen {
+            kind: if md.is_dir() { "dir" } else { "file" },
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            size: if md.is_dir() { 0 } else { md.size() },
+            mtime: (md.mtime(), md.mtime_nsec()),
+            rdev: md.rdev(),
+            target: None,
+            xattrs: xattrs(path),
+            nlink: if md.is_dir() { 0 } else { md.nlink() },
+            content: md.is_file().then(|| sha256_file(path)),
+        };
+        let listing = if md.is_dir() { names(path) } else { Vec::new() };
+        (seen, listing)
+    }
+
+    fn dress(path: &Path, mode: u32) {
+        chmod(path, mode);
+        lchown(path, 1234, 5678);
+        set_xattr(path, "user.victim", b"keep me");
+        set_mtime(path, 1_600_000_000, 123);
+    }
+
+    /// A file with content, mode 0640, owner 1234:5678 and a user xattr.
+    pub fn file(path: &Path) -> Victim {
+        std::fs::write(path, b"precious data, not to be touched\n").unwrap();
+        Self::dress(path, 0o640);
+        Victim {
+            path: path.to_owned(),
+            before: Self::record(path),
+        }
+    }
+
+    /// A directory holding `keep` (itself not recorded: use a second `Victim::file`).
+    pub fn dir(path: &Path) -> Victim {
+        std::fs::create_dir_all(path).unwrap();
+        Self::dress(path, 0o750);
+        Victim {
+            path: path.to_owned(),
+            before: Self::record(path),
+        }
+    }
+
+    pub fn assert_unchanged(&self) {
+        let now = Self::record(&self.path);
+        assert_eq!(
+            now,
+            self.before,
+            "the victim {} outside the tree was changed",
+            self.path.display()
+        );
+    }
+}

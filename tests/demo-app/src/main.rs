@@ -7,7 +7,8 @@
 //! - `DEMO_MODE`: `ok` | `crash` (exit 1 at start) | `never-healthy` (serves, but `/health`
 //!   answers 503 forever, and it overwrites the marker and writes junk into the data dir, so
 //!   tests can prove a rollback restores the data) | `slow:<secs>` (healthy after that long);
-//! - `DATA_DIR` (default `/data`) and `PORT` (default `8080`).
+//! - `DATA_DIR` (default `/data`) and `PORT` (default `8080`; `0` picks a free port, which the
+//!   app names on stderr as `demo-app: listening on ADDR`).
 //!
 //! On a healthy start it creates `$DATA_DIR/marker` if missing (naming the version that created
 //! it) and appends its version to `$DATA_DIR/versions.log`.
@@ -168,6 +169,11 @@ fn serve() -> i32 {
             return 1;
         }
     };
+    // With PORT=0 the kernel picks the port: say which, so a caller never has to guess a free one.
+    match listener.local_addr() {
+        Ok(addr) => eprintln!("demo-app: listening on {addr}"),
+        Err(e) => eprintln!("demo-app: listening (address unknown: {e})"),
+    }
     let started = Instant::now();
     for stream in listener.incoming().flatten() {
         let healthy = is_healthy(&mode, started.elapsed());

@@ -1,30 +1,13 @@
 //! The demo app as a process, outside Docker: endpoints, modes, the healthcheck subcommand and
 //! a prompt exit on SIGTERM.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_demo-app");
-
-/// A free port no other test of this process was given: the tests run in parallel, and the
-/// kernel may hand out a just-released port again, which put two apps on one port.
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap();
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("demo-app-{name}-{}", std::process::id()));
@@ -38,15 +21,30 @@ struct App {
 }
 
 impl App {
+    /// Starts the app on a port the kernel picks (`PORT=0`) and reads the port from the app's
+    /// own `listening on` line: no port is chosen here, so none can be taken in between.
     fn start(mode: &str, data: &Path) -> App {
-        let port = free_port();
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .env("DEMO_MODE", mode)
             .env("DEMO_VERSION", "9.9.9")
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .env("DATA_DIR", data)
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("demo-app exited before it listened")
+                .unwrap();
+            eprintln!("{line}");
+            if let Some(addr) = line.strip_prefix("demo-app: listening on ") {
+                break addr.parse::<std::net::SocketAddr>().unwrap().port();
+            }
+        };
+        // Keep the pipe drained (and the app's log visible) for the rest of its life.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| eprintln!("{l}")));
         App { child, port }
     }
 
@@ -115,7 +113,8 @@ fn ok_mode_serves_marker_and_version_and_exits_on_sigterm() {
     assert!(app.healthcheck());
     let (status, took) = app.terminate();
     assert_eq!(status.code(), Some(0));
-    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    // Docker's stop grace period: an app slower than that is SIGKILLed by every `stack rm`.
+    assert!(took < Duration::from_secs(10), "SIGTERM took {took:?}");
     assert_eq!(
         std::fs::read_to_string(data.join("versions.log")).unwrap(),
         "9.9.9\n"
@@ -142,11 +141,24 @@ fn never_healthy_mode_answers_503_and_clobbers_the_data() {
 #[test]
 fn slow_mode_becomes_healthy_later() {
     let data = scratch("slow");
+    // The app's clock starts after `spawned`: an answer received less than 1 s after it is
+    // certainly from before the app turned healthy, and a 200 certainly not. Nothing here
+    // depends on how fast the app starts or answers.
+    let spawned = Instant::now();
     let mut app = App::start("slow:1", &data);
     app.wait_up();
-    assert_eq!(app.get("/health").map(|r| r.0), Some(503));
-    std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(app.get("/health").map(|r| r.0), Some(200));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = app.get("/health").map(|r| r.0);
+        let since = spawned.elapsed();
+        if status == Some(200) {
+            assert!(since >= Duration::from_secs(1), "healthy after {since:?}");
+            break;
+        }
+        assert_eq!(status, Some(503), "after {since:?}");
+        assert!(Instant::now() < deadline, "never became healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     app.terminate();
     std::fs::remove_dir_all(&data).unwrap();
 }

@@ -34,6 +34,8 @@ enum Cmd {
     /// Publish one more catalogue release in an existing demo recipe: `tag`, or the one after
     /// the recipe's newest catalogue tag.
     Publish { dir: PathBuf, tag: Option<String> },
+    /// Build the abra simulator (`abra-sim`) and print its path.
+    AbraSim,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             r.publish(&release)?;
             println!("published {} in {}", release.tag, r.dir.display());
         }
+        Cmd::AbraSim => println!("{}", ci_warm_tests::abra_sim_bin()?.display()),
     }
     Ok(())
 }

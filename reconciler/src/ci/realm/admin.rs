@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 use crate::config::secret::SecretString;
+use crate::platform::text;
 
 /// Renew this long before the token's announced expiry, so a request never leaves with a token
 /// that dies in flight.
@@ -151,11 +152,11 @@ impl Admin {
                 url: self.base.clone(),
                 user: self.user.clone(),
                 status,
-                detail: detail(resp).await,
+                detail: detail(resp, &self.secrets(&[])).await,
             });
         }
         if !status.is_success() {
-            return Err(self.rejected(what, status, resp).await);
+            return Err(self.rejected(what, status, resp, &[]).await);
         }
         let body: TokenResponse = resp.json().await.map_err(|e| AdminError::Decode {
             url: self.base.clone(),
@@ -166,7 +167,7 @@ impl Admin {
         tracing::debug!(url = %self.base, expires_in = body.expires_in, "keycloak admin login");
         Ok(Token {
             access: SecretString::new(body.access_token),
-            renew_at: started + life,
+            renew_at: crate::platform::deadline::after(started, life),
         })
     }
 
@@ -203,7 +204,9 @@ impl Admin {
         let token = self.bearer(Some(&token)).await?;
         let resp = self.attempt(&method, path, body, &token, &what).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            return Err(self.rejected(&what, StatusCode::UNAUTHORIZED, resp).await);
+            return Err(self
+                .rejected(&what, StatusCode::UNAUTHORIZED, resp, &secrets_in(body))
+                .await);
         }
         Ok(resp)
     }
@@ -251,7 +254,10 @@ impl Admin {
         match resp.status() {
             StatusCode::CREATED => Ok(Created::Created),
             StatusCode::CONFLICT => Ok(Created::Exists),
-            status => Err(self.rejected(what, status, resp).await),
+            // The representation holds the new client's secret and user's password.
+            status => Err(self
+                .rejected(what, status, resp, &secrets_in(Some(rep)))
+                .await),
         }
     }
 
@@ -262,7 +268,9 @@ impl Admin {
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            status => Err(self.rejected(&format!("DELETE {path}"), status, resp).await),
+            status => Err(self
+                .rejected(&format!("DELETE {path}"), status, resp, &[])
+                .await),
         }
     }
 
@@ -273,7 +281,7 @@ impl Admin {
     ) -> Result<T, AdminError> {
         let status = resp.status();
         if !status.is_success() {
-            return Err(self.rejected(what, status, resp).await);
+            return Err(self.rejected(what, status, resp, &[]).await);
         }
         resp.json().await.map_err(|e| AdminError::Decode {
             url: self.base.clone(),
@@ -295,44 +303,131 @@ impl Admin {
         what: &str,
         status: StatusCode,
         resp: reqwest::Response,
+        sent: &[String],
     ) -> AdminError {
         AdminError::Rejected {
             url: self.base.clone(),
             what: what.to_owned(),
             status,
-            detail: detail(resp).await,
+            detail: detail(resp, &self.secrets(sent)).await,
         }
+    }
+
+    /// Every secret a response could echo: the admin password, the current token (when the
+    /// token is not being renewed right now), and what the request sent.
+    fn secrets(&self, sent: &[String]) -> Vec<String> {
+        let mut out = vec![self.password.expose().to_owned()];
+        if let Ok(guard) = self.token.try_lock()
+            && let Some(t) = guard.as_ref()
+        {
+            out.push(t.access.expose().to_owned());
+        }
+        out.extend(sent.iter().cloned());
+        out
     }
 }
 
-/// Keycloak's error text: `error_description`, `errorMessage` or `error` from its JSON body,
-/// else the (shortened) body itself.
-async fn detail(resp: reqwest::Response) -> String {
+/// The secret values of a request body: every string under a `secret`, `value` (a
+/// credential's) or `password` key, at any depth.
+fn secrets_in(body: Option<&serde_json::Value>) -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    match child {
+                        serde_json::Value::String(s)
+                            if matches!(k.as_str(), "secret" | "value" | "password") =>
+                        {
+                            out.push(s.clone());
+                        }
+                        _ => walk(child, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(b) = body {
+        walk(b, &mut out);
+    }
+    out
+}
+
+/// The most of Keycloak's error text an error message carries.
+const MAX_DETAIL: usize = 200;
+
+/// A bounded, sanitized excerpt of an error response: Keycloak's `error_description`,
+/// `errorMessage` and `error` JSON fields, with every secret in `secrets` (raw or
+/// form-encoded) replaced by `<redacted>` and control characters escaped. The body itself is
+/// never shown: a server (or a proxy's login page) that echoes the request would put the admin
+/// password, a client secret or a token into ci-warm's error.
+async fn detail(resp: reqwest::Response, secrets: &[String]) -> String {
     if resp.status().is_redirection() {
         let to = resp
             .headers()
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("nowhere");
+            .map_or_else(
+                || "nowhere".to_owned(),
+                |to| text::escaped(&text::redact_userinfo(to)),
+            );
         return format!(
             "a redirect to {to}, which ci-warm does not follow; set keycloak.url to the URL \
              keycloak answers on itself"
         );
     }
     let text = resp.text().await.unwrap_or_default();
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-        for key in ["error_description", "errorMessage", "error"] {
-            if let Some(s) = v.get(key).and_then(serde_json::Value::as_str) {
-                return s.to_owned();
-            }
+    let fields: Vec<String> = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .map(|v| {
+            ["error", "error_description", "errorMessage"]
+                .iter()
+                .filter_map(|key| {
+                    v.get(key)
+                        .and_then(serde_json::Value::as_str)
+                        .map(|s| format!("{key}: {}", redact_secrets(s, secrets)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !fields.is_empty() {
+        return text::escaped(&text::bounded(&fields.join("; "), MAX_DETAIL));
+    }
+    match text.trim().len() {
+        0 => "no details".to_owned(),
+        n => format!(
+            "a body of {n} bytes without Keycloak's JSON error fields (not shown: it may echo \
+             what was sent)"
+        ),
+    }
+}
+
+/// `s` with every secret (as sent, and form-encoded as a login sends it) replaced.
+fn redact_secrets(s: &str, secrets: &[String]) -> String {
+    let mut out = s.to_owned();
+    for secret in secrets.iter().filter(|x| !x.is_empty()) {
+        for form in [secret.clone(), form_encoded(secret)] {
+            out = out.replace(&form, "<redacted>");
         }
     }
-    let text = text.trim();
-    if text.is_empty() {
-        "no details".to_owned()
-    } else {
-        text.chars().take(300).collect()
+    out
+}
+
+/// `application/x-www-form-urlencoded` of one value (what reqwest's `.form` sends).
+fn form_encoded(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
     }
+    out
 }
 
 /// reqwest's top-level message ("error sending request") hides the cause; walk the chain.

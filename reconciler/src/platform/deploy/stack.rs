@@ -114,7 +114,8 @@ impl StackDeployer {
         tracing::info!(app = %target.app, stack = %target.stack, "docker stack rm");
         let args = ["stack", "rm", target.stack.as_str()];
         let display = format!("{} {}", self.docker_cli.display(), args.join(" "));
-        let deadline = tokio::time::Instant::now() + self.gone.timeout;
+        let deadline =
+            crate::platform::deadline::after_tokio(tokio::time::Instant::now(), self.gone.timeout);
         loop {
             let mut cmd = tokio::process::Command::new(&self.docker_cli);
             cmd.args(args);

@@ -610,9 +610,48 @@ async fn unreachable_probe_says_why() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = socket.local_addr().unwrap().port();
-    let r = run_probe(&http_probe(&format!("http://127.0.0.1:{port}/"), 200, None, None)).await;
+    let r = run_probe(&http_probe(
+        &format!("http://127.0.0.1:{port}/"),
+        200,
+        None,
+        None,
+    ))
+    .await;
     let ProbeOutcome::Failed(why) = r.outcome else {
         panic!("expected a failure, got {:?}", r.outcome);
     };
     assert!(why.to_lowercase().contains("connect"), "{why}");
+}
+
+#[tokio::test]
+async fn an_enormous_timeout_does_not_panic_the_gate() {
+    let up = app("1.0.0+1", vec![running("01")]);
+    let view = Script::new(vec![Ok(vec![up])]);
+    let timing = GateTiming {
+        timeout: Duration::from_secs(u64::MAX),
+        ..timing(0)
+    };
+    let v = HealthGate::new(&view, timing)
+        .wait(&expected("1.0.0+1"), &[])
+        .await
+        .unwrap();
+    assert_eq!(v, Verdict::Healthy);
+}
+
+#[test]
+fn probe_failure_never_shows_url_credentials() {
+    let services = [app("1.0.0+1", vec![running("01")])];
+    let url = "https://bob:hunter2@127.0.0.1:8443/health";
+    for outcome in [
+        ProbeOutcome::WrongStatus { got: 503 },
+        ProbeOutcome::Failed(format!("error sending request for url ({url})")),
+    ] {
+        let r = reason(decide(
+            &expected("1.0.0+1"),
+            &services,
+            &[probe(url, outcome)],
+        ));
+        assert!(!r.contains("hunter2") && !r.contains("bob"), "{r}");
+        assert!(r.contains("https://***@127.0.0.1:8443/health"), "{r}");
+    }
 }
