@@ -90,18 +90,24 @@ fn two_poller_processes_deliver_each_of_200_alerts_exactly_once() {
     assert_eq!(seen, 600);
 }
 
+/// `ci-warm --config <cfg> <args>`, every stream piped (callers override what they need).
+fn ci_warm_cmd(cfg: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ci-warm"));
+    cmd.arg("--config")
+        .arg(cfg)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// Runs `ci-warm --json alerts poll --ack-stdin` (plus `extra`) with a consumer that
 /// acknowledges every alert it reads; returns the ids in the order delivered. Fails when the
 /// poller does not exit successfully.
 fn acking_poll(cfg: &Path, extra: &[&str]) -> Vec<String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ci-warm"))
-        .arg("--config")
-        .arg(cfg)
-        .args(["--json", "alerts", "poll", "--ack-stdin"])
+    let mut child = ci_warm_cmd(cfg, &["--json", "alerts", "poll", "--ack-stdin"])
         .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut acks = child.stdin.take().unwrap();
@@ -251,12 +257,7 @@ fn a_poller_killed_mid_delivery_loses_no_alert() {
     }
     // Nobody reads this poller's stdout: it blocks inside the write of its first alert (the
     // kernel says so in /proc/<pid>/wchan), and is killed there.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ci-warm"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--json", "alerts", "poll", "--ack-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+    let mut child = ci_warm_cmd(&cfg, &["--json", "alerts", "poll", "--ack-stdin"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -344,11 +345,7 @@ fn a_consumer_killed_after_reading_k_alerts_loses_none() {
     // 1. `poll` into a pipe whose consumer dies after K alerts: the rest sat in the pipe's
     //    buffer, unread, so none of them may be archived.
     let log = d.path().join("pipe.log");
-    let mut poller = Command::new(env!("CARGO_BIN_EXE_ci-warm"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--json", "alerts", "poll"])
-        .stdout(Stdio::piped())
+    let mut poller = ci_warm_cmd(&cfg, &["--json", "alerts", "poll"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -370,15 +367,12 @@ fn a_consumer_killed_after_reading_k_alerts_loses_none() {
     // 2. The builder loop's protocol: `poll --follow --ack-stdin`, the consumer acknowledging
     //    each alert by id; killed after acknowledging K and reading one more.
     let log = d.path().join("acked.log");
-    let mut poller = Command::new(env!("CARGO_BIN_EXE_ci-warm"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--json", "alerts", "poll", "--follow", "--ack-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut poller = ci_warm_cmd(
+        &cfg,
+        &["--json", "alerts", "poll", "--follow", "--ack-stdin"],
+    )
+    .spawn()
+    .unwrap();
     let mut consumer = Command::new("bash")
         .args(["-c", &killed_consumer(&log, K, true)])
         .stdin(Stdio::from(poller.stdout.take().unwrap()))
@@ -418,12 +412,8 @@ fn a_consumer_killed_after_reading_k_alerts_loses_none() {
 fn follow_without_acknowledgements_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ci-warm"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--json", "alerts", "poll", "--follow"])
+    let mut child = ci_warm_cmd(&cfg, &["--json", "alerts", "poll", "--follow"])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let status = wait_bounded(&mut child, Duration::from_secs(30), "poll --follow");
@@ -464,12 +454,7 @@ fn junk_in_the_alerts_dir_is_skipped_once_never_fatal_never_blocking() {
     std::fs::write(&bad, b"{\"schema\": 1").unwrap();
 
     let listed = {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ci-warm"))
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--json", "alerts", "list"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let mut child = ci_warm_cmd(&cfg, &["--json", "alerts", "list"])
             .spawn()
             .unwrap();
         let status = wait_bounded(&mut child, Duration::from_secs(60), "alerts list");
@@ -482,10 +467,9 @@ fn junk_in_the_alerts_dir_is_skipped_once_never_fatal_never_blocking() {
 
     // A follower over several rounds (a second alert appears after the first was delivered,
     // and is delivered too): each junk entry is warned about once, named.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ci-warm"))
-        .arg("--config")
-        .arg(&cfg)
-        .args([
+    let mut child = ci_warm_cmd(
+        &cfg,
+        &[
             "--json",
             "alerts",
             "poll",
@@ -493,12 +477,10 @@ fn junk_in_the_alerts_dir_is_skipped_once_never_fatal_never_blocking() {
             "--ack-stdin",
             "--interval-secs",
             "1",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .spawn()
+    .unwrap();
     let mut acks = child.stdin.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();

@@ -99,7 +99,7 @@ pub fn run(global: &Global, cmd: AlertsCmd) -> anyhow::Result<u8> {
             let mut out = std::io::stdout().lock();
             let mut stdin = std::io::stdin().lock();
             let mut read_ack = |f: &Found| read_ack(&mut stdin, &f.alert.id);
-            let ack: Option<&mut dyn FnMut(&Found) -> Result<(), relay::RelayError>> =
+            let ack: Option<&mut relay::AckFn<'_>> =
                 if ack_stdin { Some(&mut read_ack) } else { None };
             let n = relay::poll(
                 state_dir,

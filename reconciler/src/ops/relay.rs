@@ -296,6 +296,9 @@ fn try_poll_lock(state_dir: &Path) -> Result<Option<Flock<File>>, RelayError> {
     lock::flock_verified(&path, false, open_poll_lock).map_err(io_err("locking", &path))
 }
 
+/// A consumer's acknowledgement of one delivered alert: `Ok` once it confirmed it.
+pub type AckFn<'a> = dyn FnMut(&Found) -> Result<(), RelayError> + 'a;
+
 /// Delivers every new alert, oldest first, to `deliver`. With `ack`, each delivered alert is
 /// archived (moved to `seen/`) only once `ack` returned `Ok` for it — the consumer confirmed it
 /// — and only then is the next one delivered; without, nothing is archived (the consumer runs
@@ -306,7 +309,7 @@ fn try_poll_lock(state_dir: &Path) -> Result<Option<Flock<File>>, RelayError> {
 pub fn poll(
     state_dir: &Path,
     mut deliver: impl FnMut(&Found) -> io::Result<()>,
-    mut ack: Option<&mut dyn FnMut(&Found) -> Result<(), RelayError>>,
+    mut ack: Option<&mut AckFn<'_>>,
 ) -> Result<usize, RelayError> {
     let dir = alert::alerts_dir(state_dir);
     if !dir.is_dir() {

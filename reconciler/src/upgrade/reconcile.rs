@@ -565,14 +565,7 @@ impl<'a, P: Platform> Reconciler<'a, P> {
     ) -> anyhow::Result<Outcome> {
         let reason = format!("{e:#}");
         tracing::error!(app = %self.spec.name, version = %to, "the health gate's outcome is unknown: {reason}");
-        if let Some(intent) = self.state.intent.as_mut() {
-            intent.stopped = Some(Stopped {
-                at: now(),
-                reason: reason.clone(),
-                needs_operator: false,
-            });
-        }
-        self.save()?;
+        self.stop(&reason, false)?;
         let next = match from {
             Some(from) => format!("the next run rolls back to {from}"),
             None => "the next run reports it (there is no last good version)".to_owned(),
@@ -599,14 +592,7 @@ impl<'a, P: Platform> Reconciler<'a, P> {
             self.spec.name,
             problems.join("; ")
         );
-        if let Some(intent) = self.state.intent.as_mut() {
-            intent.stopped = Some(Stopped {
-                at: now(),
-                reason: what.clone(),
-                needs_operator: true,
-            });
-        }
-        self.save()?;
+        self.stop(&what, true)?;
         self.alert(
             Kind::SnapshotCorrupt,
             NewAlert {
@@ -621,6 +607,18 @@ impl<'a, P: Platform> Reconciler<'a, P> {
             },
         )?;
         Ok(Outcome::NotRecovered { reason: what })
+    }
+
+    /// Marks the journaled intent as left unfinished on purpose, and saves.
+    fn stop(&mut self, reason: &str, needs_operator: bool) -> anyhow::Result<()> {
+        if let Some(intent) = self.state.intent.as_mut() {
+            intent.stopped = Some(Stopped {
+                at: now(),
+                reason: reason.to_owned(),
+                needs_operator,
+            });
+        }
+        self.save()
     }
 
     /// A run after a corrupt snapshot: nothing is touched and nothing alerted (that happened

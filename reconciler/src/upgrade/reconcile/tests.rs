@@ -308,8 +308,8 @@ fn stateless_rollback_redeploys_without_touching_data() {
     assert_eq!(w.kinds(), [Kind::RolledBack]);
 }
 
-#[test]
-fn corrupt_snapshot_is_never_restored() {
+/// An app on 1.1.0 whose next release never gets healthy and whose snapshot is corrupt.
+fn on_1_1_with_a_broken_1_2_and_a_corrupt_snapshot() -> (World, AppSpec) {
     let mut w = World::new(2);
     let s = spec(true);
     w.run(&s); // bootstrap 1.0.0
@@ -317,6 +317,12 @@ fn corrupt_snapshot_is_never_restored() {
     w.fake.releases = catalogue().into_iter().take(3).collect();
     w.fake.broken.insert("1.2.0+1.0.0".into());
     w.fake.corrupt_snapshot = true;
+    (w, s)
+}
+
+#[test]
+fn corrupt_snapshot_is_never_restored() {
+    let (mut w, s) = on_1_1_with_a_broken_1_2_and_a_corrupt_snapshot();
     w.fake.log.clear();
     let out = w.run(&s);
     assert!(matches!(out, Outcome::NotRecovered { .. }), "{out:?}");
@@ -521,13 +527,7 @@ fn a_docker_outage_during_the_gate_is_not_recorded_as_the_version_failing() {
 
 #[test]
 fn a_corrupt_snapshot_alerts_once_and_later_ticks_leave_the_app_alone() {
-    let mut w = World::new(2);
-    let s = spec(true);
-    w.run(&s); // bootstrap 1.0.0
-    w.run(&s); // upgrade to 1.1.0
-    w.fake.releases = catalogue().into_iter().take(3).collect();
-    w.fake.broken.insert("1.2.0+1.0.0".into());
-    w.fake.corrupt_snapshot = true;
+    let (mut w, s) = on_1_1_with_a_broken_1_2_and_a_corrupt_snapshot();
     let out = w.run(&s);
     assert!(matches!(out, Outcome::NotRecovered { .. }), "{out:?}");
     assert_eq!(w.kinds(), [Kind::SnapshotCorrupt]);
