@@ -121,9 +121,10 @@ show
 step "6. what the operator sees: ci-warm status"
 "$bin/ci-warm" status demo
 
-step "7. what the builder loop gets: ci-warm alerts poll (each alert once, then archived)"
+step "7. what the builder loop gets: ci-warm alerts poll (archived only once acknowledged)"
 "$bin/ci-warm" alerts poll
-echo "   a second poll delivers nothing: [$("$bin/ci-warm" alerts poll)]"
+"$bin/ci-warm" alerts ack --all
+echo "   after the acknowledgement a second poll delivers nothing: [$("$bin/ci-warm" alerts poll)]"
 
 step "8. the Prometheus textfile ($work/ci-warm.prom), a few lines"
 grep -E '^ci_warm_(upgrades_total|rollbacks_total|held_versions|last_run_success)' "$work/ci-warm.prom" | head -n 8 | sed 's/^/   /'

@@ -326,3 +326,67 @@ fn prune_dry_run_lists_exactly_what_prune_removes() {
     let again: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert!(paths(&again).is_empty(), "nothing left to prune");
 }
+
+#[test]
+fn prune_never_follows_a_symlink_out_of_the_state_dir() {
+    let d = tempfile::tempdir().unwrap();
+    let state_dir = d.path().join("state");
+    let config = d.path().join("config.json");
+    let json = serde_json::json!({
+        "state_dir": state_dir,
+        "disk": {"prune_seen_alerts_days": 0},
+        "apps": {},
+    });
+    std::fs::write(&config, json.to_string()).unwrap();
+    // Somewhere else on the host, looking like an app directory and like alerts/seen.
+    let outside = d.path().join("outside");
+    for dir in ["snapshot/volumes", ".tmp-4242-1", "seen"] {
+        std::fs::create_dir_all(outside.join(dir)).unwrap();
+    }
+    std::fs::write(outside.join("state.json"), "{}").unwrap();
+    std::fs::write(outside.join("snapshot/manifest.json"), "{}").unwrap();
+    std::fs::write(
+        outside.join("seen/20260101T000000Z-x-rolled-back.json"),
+        "{}",
+    )
+    .unwrap();
+    std::fs::create_dir_all(state_dir.join("alerts")).unwrap();
+    std::os::unix::fs::symlink(&outside, state_dir.join("ghost")).unwrap();
+    std::os::unix::fs::symlink(outside.join("seen"), state_dir.join("alerts/seen")).unwrap();
+
+    let dry = ci_warm(&config, &["--json", "disk", "prune", "--dry-run"]);
+    assert!(dry.status.success());
+    let real = ci_warm(&config, &["--json", "disk", "prune"]);
+    assert!(real.status.success());
+    for out in [&dry, &real] {
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["items"],
+            serde_json::json!([]),
+            "nothing through a symlink"
+        );
+        let skipped = v["skipped"].to_string();
+        assert!(
+            skipped.contains("ghost") && skipped.contains("alerts/seen"),
+            "{skipped}"
+        );
+        assert!(skipped.contains("symlink"), "{skipped}");
+    }
+    let stderr = String::from_utf8_lossy(&real.stderr);
+    assert!(stderr.contains("symlink"), "warned: {stderr}");
+    for p in [
+        "snapshot/manifest.json",
+        ".tmp-4242-1",
+        "state.json",
+        "seen/20260101T000000Z-x-rolled-back.json",
+    ] {
+        assert!(
+            outside.join(p).exists(),
+            "{p} outside the state dir was touched"
+        );
+    }
+    assert!(
+        !outside.join("lock").exists(),
+        "not even a lock file out there"
+    );
+}

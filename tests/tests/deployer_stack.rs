@@ -1,5 +1,6 @@
 //! The stack deployer on the real swarm: deploy -> healthy -> undeploy, and the undeploy waits
-//! until no container (running or stopped) holds the stack's volume.
+//! until no container (running or stopped) holds the stack's volume, also when a leftover
+//! container starts between being listed and being removed.
 //!
 //! The demo image (`gate_support/`, shared with `health_gate.rs`) is a tiny static binary built
 //! here with rustc and imported with `docker import` (no registry needed).
@@ -8,8 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ci_warm::platform::deploy::stack::StackDeployer;
-use ci_warm::platform::deploy::{DeployTarget, Deployer, GoneWait, Revision};
-use ci_warm::platform::docker::SwarmView;
+use ci_warm::platform::deploy::{DeployTarget, Deployer, GoneWait, Revision, wait_until_gone};
+use ci_warm::platform::docker::{
+    BoxFuture, ContainerObs, DockerError, NetworkObs, ServiceObs, SwarmJanitor, SwarmView,
+    VolumeObs,
+};
 use ci_warm::upgrade::health::{Expected, GateTiming, HealthGate, Verdict};
 use ci_warm::upgrade::probe::HttpProbe;
 
@@ -199,5 +203,144 @@ async fn deploy_reports_a_missing_compose_file() {
     assert!(
         msg.contains("compose.extra.yml") && msg.contains("app demo"),
         "{msg}"
+    );
+}
+
+/// Docker through its CLI, for setting a scene; panics with the output on failure.
+fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The real engine, except that the first removal of a leftover container is preceded by
+/// starting that container: exactly the race of a `created` container that starts between the
+/// wait's listing and its removal. After the engine's answer, the container is killed, so the
+/// volume becomes free and the wait can finish.
+struct StartsBeforeRemoval {
+    engine: ci_warm::platform::docker::Engine,
+    outcomes: std::sync::Mutex<Vec<String>>,
+}
+
+impl SwarmView for StartsBeforeRemoval {
+    fn services<'a>(
+        &'a self,
+        stack: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ServiceObs>, DockerError>> {
+        self.engine.services(stack)
+    }
+    fn volumes<'a>(&'a self, stack: &'a str) -> BoxFuture<'a, Result<Vec<VolumeObs>, DockerError>> {
+        self.engine.volumes(stack)
+    }
+    fn containers_using<'a>(
+        &'a self,
+        volume: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ContainerObs>, DockerError>> {
+        self.engine.containers_using(volume)
+    }
+    fn stack_containers<'a>(
+        &'a self,
+        stack: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ContainerObs>, DockerError>> {
+        self.engine.stack_containers(stack)
+    }
+    fn networks<'a>(
+        &'a self,
+        stack: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<NetworkObs>, DockerError>> {
+        self.engine.networks(stack)
+    }
+}
+
+impl SwarmJanitor for StartsBeforeRemoval {
+    fn remove_stopped_container<'a>(
+        &'a self,
+        stack: &'a str,
+        container: &'a str,
+    ) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(async move {
+            let first = self.outcomes.lock().unwrap().is_empty();
+            if first {
+                docker_cli(&["start", container]);
+            }
+            let r = self.engine.remove_stopped_container(stack, container).await;
+            self.outcomes.lock().unwrap().push(match &r {
+                Ok(()) => "removed".to_owned(),
+                Err(e) => e.to_string(),
+            });
+            if first {
+                docker_cli(&["kill", container]);
+            }
+            r
+        })
+    }
+}
+
+/// Removes the scene's container whatever happened.
+struct ContainerGuard(String);
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn a_leftover_container_that_starts_before_its_removal_is_waited_for_not_fatal() {
+    let Some(engine) = support::require_docker().await else {
+        return;
+    };
+    support::demo_image();
+    let stack = Stack::new("startrace");
+    let label = format!("com.docker.stack.namespace={}", stack.name);
+    let volume = format!("{}_data", stack.name);
+    docker_cli(&["volume", "create", "--label", &label, &volume]);
+    // A leftover of the stack in state `created`, holding its volume.
+    let id = docker_cli(&[
+        "create",
+        "--label",
+        &label,
+        "-v",
+        &format!("{volume}:/data"),
+        support::IMAGE,
+        "serve",
+    ]);
+    let _guard = ContainerGuard(id.clone());
+    let state = docker_cli(&["inspect", "-f", "{{.State.Status}}", &id]);
+    assert_eq!(state, "created");
+
+    let racer = StartsBeforeRemoval {
+        engine,
+        outcomes: std::sync::Mutex::new(Vec::new()),
+    };
+    let wait = GoneWait {
+        timeout: Duration::from_secs(60),
+        interval: Duration::from_millis(200),
+    };
+    let r = wait_until_gone(&racer, "demo", &stack.name, wait).await;
+    let outcomes = racer.outcomes.lock().unwrap().clone();
+    assert!(
+        outcomes.first().is_some_and(|o| o.contains("409")),
+        "the first removal met the engine's 409: {outcomes:?}"
+    );
+    r.unwrap_or_else(|e| panic!("the wait must outlast a 409 ({outcomes:?}): {e}"));
+    assert_eq!(outcomes.last().map(String::as_str), Some("removed"));
+    assert!(
+        racer
+            .engine
+            .containers_using(&volume)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the volume is free"
     );
 }

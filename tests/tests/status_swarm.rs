@@ -237,14 +237,22 @@ async fn status_metrics_and_alerts_after_upgrade_hold_and_rollback() {
         Some(2.0)
     );
 
-    // The builder loop's poll hands both alerts over once.
+    // The builder loop's poll hands both alerts over; they are archived once acknowledged.
     let polled = w.ci_warm(&["--json", "alerts", "poll"]);
     assert!(polled.status.success());
-    let lines: Vec<Value> = String::from_utf8_lossy(&polled.stdout)
+    let ids: Vec<String> = String::from_utf8_lossy(&polled.stdout)
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    assert_eq!(lines.len(), 2);
+    assert_eq!(ids.len(), 2);
+    let mut ack = vec!["alerts", "ack"];
+    ack.extend(ids.iter().map(String::as_str));
+    assert!(w.ci_warm(&ack).status.success());
     assert!(w.ci_warm(&["--json", "alerts", "poll"]).stdout.is_empty());
     assert_eq!(w.status(&["--no-health"])["pending_alerts"], 0);
 }

@@ -89,14 +89,7 @@ pub fn lock(state_dir: &Path) -> Result<RegistryLock, RegistryError> {
         source,
     };
     std::fs::create_dir_all(state_dir).map_err(err)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(err)?;
-    let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, errno)| err(io::Error::from(errno)))?;
+    let flock = crate::platform::lock::lock_file_wait(&path).map_err(err)?;
     Ok(RegistryLock { _flock: flock })
 }
 

@@ -1,6 +1,6 @@
 //! `ci-warm alerts list|ack|poll`: the alert relay for operators and the CI's builder loop.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,10 +24,16 @@ pub enum AlertsCmd {
         #[arg(long)]
         all: bool,
     },
-    /// Print each new alert once and archive it to `alerts/seen/`; safe with several pollers.
+    /// For the builder loop: print new alerts; archive each only once its consumer acknowledged
+    /// it (`--ack-stdin`, or `alerts ack` later). One poller delivers at a time.
     Poll {
-        /// Keep polling until killed.
+        /// After printing each alert, wait for its id on stdin (one line) before archiving it
+        /// and printing the next; stdin closing stops the poll, the alert stays new.
         #[arg(long)]
+        ack_stdin: bool,
+        /// Keep polling until killed (needs `--ack-stdin`: without acknowledgements a
+        /// follower could only lose alerts or repeat them forever).
+        #[arg(long, requires = "ack_stdin")]
         follow: bool,
         /// Pause between two polls with `--follow`.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
@@ -79,19 +85,35 @@ pub fn run(global: &Global, cmd: AlertsCmd) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         AlertsCmd::Poll {
+            ack_stdin,
             follow,
             interval_secs,
         } => loop {
+            if ack_stdin && !global.json {
+                return Err(Exit::new(
+                    exit::USAGE,
+                    "--ack-stdin needs --json: the consumer acknowledges each alert by its id",
+                )
+                .into());
+            }
             let mut out = std::io::stdout().lock();
-            let n = relay::poll(state_dir, |f| {
-                if global.json {
-                    serde_json::to_writer(&mut out, &f.alert).map_err(std::io::Error::other)?;
-                    writeln!(out)?;
-                } else {
-                    writeln!(out, "{}", line(f))?;
-                }
-                out.flush()
-            })
+            let mut stdin = std::io::stdin().lock();
+            let mut read_ack = |f: &Found| read_ack(&mut stdin, &f.alert.id);
+            let ack: Option<&mut relay::AckFn<'_>> =
+                if ack_stdin { Some(&mut read_ack) } else { None };
+            let n = relay::poll(
+                state_dir,
+                |f| {
+                    if global.json {
+                        serde_json::to_writer(&mut out, &f.alert).map_err(std::io::Error::other)?;
+                        writeln!(out)?;
+                    } else {
+                        writeln!(out, "{}", line(f))?;
+                    }
+                    out.flush()
+                },
+                ack,
+            )
             .context("polling alerts")?;
             tracing::debug!(delivered = n, "poll done");
             if !follow {
@@ -100,6 +122,32 @@ pub fn run(global: &Global, cmd: AlertsCmd) -> anyhow::Result<u8> {
             drop(out);
             std::thread::sleep(Duration::from_secs(interval_secs));
         },
+    }
+}
+
+/// Waits for the consumer's acknowledgement of alert `id`: one line on stdin holding the id
+/// (with or without `.json`). End of input, a read error or another id leaves the alert new.
+fn read_ack(stdin: &mut impl BufRead, id: &str) -> Result<(), relay::RelayError> {
+    let not_acked = |why: String| relay::RelayError::NotAcked {
+        id: id.to_owned(),
+        why,
+    };
+    let mut line = String::new();
+    match stdin.read_line(&mut line) {
+        Ok(0) => Err(not_acked(
+            "stdin ended: the consumer went away before acknowledging it".to_owned(),
+        )),
+        Ok(_) => {
+            let got = line.trim();
+            if got.strip_suffix(".json").unwrap_or(got) == id {
+                Ok(())
+            } else {
+                Err(not_acked(format!(
+                    "the consumer acknowledged {got:?} instead (one id per line, in order)"
+                )))
+            }
+        }
+        Err(e) => Err(not_acked(format!("reading stdin: {e}"))),
     }
 }
 

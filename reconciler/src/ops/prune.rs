@@ -8,6 +8,11 @@
 //! skipped and reported), which makes every `.tmp-*` directory in them (a snapshot in progress)
 //! stale by definition; a `.tmp-*` file, there or elsewhere, counts as stale after an hour
 //! (those are single-file writes lasting milliseconds, not all under the app's lock).
+//!
+//! Nothing under the state dir is followed through a symlink: an app directory, `alerts/` or
+//! `alerts/seen/` that is a symlink is skipped with a warning (it could point anywhere on the
+//! host), and every removal re-checks that no directory between the state dir and the item has
+//! become a symlink since it was planned.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -102,6 +107,46 @@ fn entries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
 }
 
+/// Whether `dir` is a real directory (not a symlink to one); a symlink is reported in
+/// `skipped` (as `what`) and logged, never followed.
+fn real_dir(dir: &Path, what: &str, skipped: &mut Vec<Skipped>) -> bool {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = std::fs::read_link(dir)
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|e| format!("unreadable: {e}"));
+            tracing::warn!(path = %dir.display(), %target,
+                "not pruning under a symlink: ci-warm never follows a symlink under the state dir");
+            skipped.push(Skipped {
+                app: what.to_owned(),
+                why: format!(
+                    "{} is a symlink (to {target}); ci-warm never follows a symlink under the state dir",
+                    dir.display()
+                ),
+            });
+            false
+        }
+        Ok(m) => m.is_dir(),
+        Err(_) => false,
+    }
+}
+
+/// Whether every directory between `state_dir` and `p` (exclusive) is still a real directory.
+fn no_symlink_between(state_dir: &Path, p: &Path) -> bool {
+    let Ok(rel) = p.strip_prefix(state_dir) else {
+        return false;
+    };
+    let mut dir = state_dir.to_owned();
+    let parts: Vec<_> = rel.components().collect();
+    for c in parts.iter().take(parts.len().saturating_sub(1)) {
+        dir.push(c);
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Everything `prune` would remove now. The returned plan holds the locks of the app
 /// directories it looked into until it is dropped.
 pub fn plan(config: &Config) -> anyhow::Result<Plan> {
@@ -124,7 +169,16 @@ pub fn plan(config: &Config) -> anyhow::Result<Plan> {
     // Single-file writes: the state dir itself, alerts/, alerts/seen/.
     let alerts = crate::upgrade::alert::alerts_dir(state_dir);
     let seen = relay::seen_dir(state_dir);
-    for dir in [state_dir.as_path(), alerts.as_path(), seen.as_path()] {
+    let alerts_real = real_dir(&alerts, "alerts", &mut skipped);
+    let seen_real = alerts_real && real_dir(&seen, "alerts/seen", &mut skipped);
+    for (dir, real) in [
+        (state_dir.as_path(), true),
+        (alerts.as_path(), alerts_real),
+        (seen.as_path(), seen_real),
+    ] {
+        if !real {
+            continue;
+        }
         for p in entries(dir)? {
             if p.file_name().is_some_and(is_tmp) && older_than(&p, TMP_GRACE, now) {
                 add(p, What::StaleTmp);
@@ -132,7 +186,7 @@ pub fn plan(config: &Config) -> anyhow::Result<Plan> {
         }
     }
     let seen_age = Duration::from_secs(u64::from(config.disk.prune_seen_alerts_days) * 86400);
-    for p in entries(&seen)? {
+    for p in entries(&seen)?.into_iter().filter(|_| seen_real) {
         let is_alert = p.extension().is_some_and(|e| e == "json")
             && !p.file_name().is_some_and(is_tmp)
             && p.is_file();
@@ -150,7 +204,7 @@ pub fn plan(config: &Config) -> anyhow::Result<Plan> {
     );
     for app in apps {
         let app_dir = state_dir.join(&app);
-        if !app_dir.is_dir() {
+        if !real_dir(&app_dir, &app, &mut skipped) {
             continue;
         }
         match lock::acquire(&app_dir, &app, false) {
@@ -227,6 +281,11 @@ pub fn prune(config: &Config, dry_run: bool) -> anyhow::Result<Plan> {
     let plan = plan(config)?;
     if !dry_run {
         for item in &plan.items {
+            if !no_symlink_between(&config.state_dir, &item.path) {
+                tracing::warn!(path = %item.path.display(),
+                    "not removed: a directory on its path became a symlink since it was planned");
+                continue;
+            }
             remove(item)?;
             tracing::info!(path = %item.path.display(), what = ?item.what, "pruned");
         }

@@ -1,23 +1,30 @@
 //! The alert relay: listing, acknowledging and polling the alert files of
 //! `<state_dir>/alerts/` (written by [`crate::upgrade::alert::publish`]).
 //!
-//! Acknowledging is one `rename(2)` into `alerts/seen/`. Polling delivers an alert first and
-//! archives it (that same rename) only after the delivery succeeded, all under one flock
-//! (`alerts/.poll.lock`) so that only one poller delivers at a time: two racing pollers never
-//! both deliver an alert, and a poller killed at any instant loses nothing — at worst the one
-//! alert it was printing is delivered again by the next poll. Claiming by rename *before*
-//! printing would lose that alert instead (it would sit in `seen/`, never printed), and a lost
-//! `rollback-failed` is far worse than a repeated one.
+//! Acknowledging is one `rename(2)` into `alerts/seen/`, and only the *consumer* acknowledges:
+//! an alert written into a pipe is not an alert read (a consumer that dies loses what sat in the
+//! pipe's buffer). So [`poll`] archives an alert only once its consumer acknowledged it — in
+//! band, after each alert (`--ack-stdin`), or later with `alerts ack` — all under one flock
+//! (`alerts/.poll.lock`) so that only one poller delivers at a time. A poller or consumer killed
+//! at any instant loses nothing: at worst the one alert in flight is delivered again
+//! (at-least-once), and a lost `rollback-failed` is far worse than a repeated one.
+//!
+//! The entries of `alerts/` are untrusted (anybody with write access may drop anything there):
+//! each is opened without following symlinks and without blocking (a FIFO), checked to be a
+//! regular file of at most [`alert::MAX_ALERT_BYTES`], and read only that far. Anything else, or
+//! a file that does not parse as an alert, is skipped with one warning per process naming it,
+//! and left where it is for a person to look at.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
-use crate::platform::atomic;
+use crate::platform::{atomic, lock};
 use crate::upgrade::alert::{self, Alert};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +46,8 @@ pub enum RelayError {
         #[source]
         source: io::Error,
     },
+    #[error("alert {id} was not acknowledged (it stays new for the next poll): {why}")]
+    NotAcked { id: String, why: String },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RelayError + 'a {
@@ -66,8 +75,73 @@ fn alert_id(name: &str) -> Option<&str> {
         .filter(|id| !name.starts_with(atomic::TMP_PREFIX) && alert::valid_id(id))
 }
 
-/// The alerts in `dir`, oldest first. A file that does not parse is logged and skipped (it
-/// cannot be a published alert: those appear whole), never fatal for the others.
+/// Warns about a skipped entry once per process (a `--follow` poller looks every few seconds).
+fn warn_once(path: &Path, why: &str) {
+    static WARNED: Mutex<BTreeSet<(PathBuf, String)>> = Mutex::new(BTreeSet::new());
+    let first = WARNED
+        .lock()
+        .map(|mut w| w.insert((path.to_owned(), why.to_owned())))
+        .unwrap_or(true);
+    if first {
+        tracing::warn!(path = %path.display(), "skipping an entry of the alerts directory: {why} (left in place)");
+    }
+}
+
+/// What reading one directory entry found.
+enum Entry {
+    Bytes(Vec<u8>),
+    /// Acknowledged or claimed by somebody else since the listing.
+    Gone,
+    /// Not something to read as an alert, and why.
+    Skip(String),
+}
+
+/// Reads one entry of an alert directory as untrusted: no symlink is followed, opening never
+/// blocks (a FIFO), only a regular file is read, and at most [`alert::MAX_ALERT_BYTES`].
+fn read_entry(path: &Path) -> Result<Entry, RelayError> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Gone),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Ok(Entry::Skip("a symlink, never followed".to_owned()));
+        }
+        Err(e) => return Ok(Entry::Skip(format!("cannot be opened: {e}"))),
+    };
+    let meta = file.metadata().map_err(io_err("inspecting", path))?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Ok(Entry::Skip(kind.to_owned()));
+    }
+    if meta.len() > alert::MAX_ALERT_BYTES {
+        return Ok(Entry::Skip(format!(
+            "{} bytes, more than the {} an alert may have",
+            meta.len(),
+            alert::MAX_ALERT_BYTES
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(alert::MAX_ALERT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("reading", path))?;
+    if bytes.len() as u64 > alert::MAX_ALERT_BYTES {
+        return Ok(Entry::Skip(
+            "grew past the size an alert may have".to_owned(),
+        ));
+    }
+    Ok(Entry::Bytes(bytes))
+}
+
+/// The alerts in `dir`, oldest first. An entry that is not a readable alert (see
+/// [`read_entry`]; a file that does not parse) is warned about and skipped, never fatal for the
+/// others, and never moved or deleted.
 pub fn read_dir_alerts(dir: &Path) -> Result<Vec<Found>, RelayError> {
     read_dir_alerts_where(dir, |_| true)
 }
@@ -90,19 +164,21 @@ pub fn read_dir_alerts_where(
             continue;
         };
         let path = entry.path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            // Claimed by a concurrent poller or ack between listing and reading.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err("reading", &path)(e)),
+        let bytes = match read_entry(&path)? {
+            Entry::Bytes(b) => b,
+            Entry::Gone => continue,
+            Entry::Skip(why) => {
+                warn_once(&path, &why);
+                continue;
+            }
         };
         match serde_json::from_slice::<Alert>(&bytes) {
             Ok(alert) if alert.id == id => out.push(Found { alert, path }),
-            Ok(alert) => tracing::warn!(path = %path.display(), inner = %alert.id,
-                "skipping an alert whose id does not match its file name"),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "skipping an unreadable alert file: {e}")
-            }
+            Ok(alert) => warn_once(
+                &path,
+                &format!("its id {} does not match its file name", alert.id),
+            ),
+            Err(e) => warn_once(&path, &format!("not a valid alert: {e}")),
         }
     }
     out.sort_by(|a, b| {
@@ -192,40 +268,48 @@ pub fn ack_all(state_dir: &Path) -> Result<Vec<Acked>, RelayError> {
 /// The lock file that lets one poller at a time deliver; not an alert (no `.json`).
 pub const POLL_LOCK: &str = ".poll.lock";
 
-/// Takes the pollers' lock without waiting; `None` when another poller holds it. A hung
-/// poller (stdout blocked) must not hang every other one, and the holder delivers the alerts
-/// anyway.
-fn try_poll_lock(state_dir: &Path) -> Result<Option<Flock<File>>, RelayError> {
-    let path = alert::alerts_dir(state_dir).join(POLL_LOCK);
-    let file = match OpenOptions::new()
+/// Opens the poll lock, never through a symlink and never blocking on a FIFO.
+fn open_poll_lock(path: &Path) -> io::Result<File> {
+    let flags = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK;
+    match OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .mode(0o644)
-        .open(&path)
+        .custom_flags(flags)
+        .open(path)
     {
-        Ok(f) => f,
         // Created by the other user of a host where ci-warm and the builder loop differ: a
         // read-only descriptor holds a flock just as well.
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            File::open(&path).map_err(io_err("opening the poll lock", &path))?
+            OpenOptions::new().read(true).custom_flags(flags).open(path)
         }
-        Err(e) => return Err(io_err("creating the poll lock", &path)(e)),
-    };
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(io_err("locking", &path)(io::Error::from(errno))),
+        other => other,
     }
 }
 
-/// Delivers every new alert once, oldest first: each is handed to `deliver` and, once that
-/// succeeded, archived (moved to `seen/`). While another poller is delivering this one
-/// delivers nothing (its alerts are in hand). Should delivery fail (stdout closed), the alert
-/// stays new for the next poll and the error is returned. Returns how many were delivered.
+/// Takes the pollers' lock without waiting; `None` when another poller holds it. A hung
+/// poller (stdout blocked, or waiting for its consumer's acknowledgement) must not hang every
+/// other one, and the holder delivers the alerts anyway.
+fn try_poll_lock(state_dir: &Path) -> Result<Option<Flock<File>>, RelayError> {
+    let path = alert::alerts_dir(state_dir).join(POLL_LOCK);
+    lock::flock_verified(&path, false, open_poll_lock).map_err(io_err("locking", &path))
+}
+
+/// A consumer's acknowledgement of one delivered alert: `Ok` once it confirmed it.
+pub type AckFn<'a> = dyn FnMut(&Found) -> Result<(), RelayError> + 'a;
+
+/// Delivers every new alert, oldest first, to `deliver`. With `ack`, each delivered alert is
+/// archived (moved to `seen/`) only once `ack` returned `Ok` for it — the consumer confirmed it
+/// — and only then is the next one delivered; without, nothing is archived (the consumer runs
+/// `alerts ack` itself). While another poller is delivering this one delivers nothing (its
+/// alerts are in hand). Should delivery or acknowledgement fail (stdout or stdin closed: the
+/// consumer is gone), that alert stays new for the next poll and the error is returned.
+/// Returns how many were delivered.
 pub fn poll(
     state_dir: &Path,
     mut deliver: impl FnMut(&Found) -> io::Result<()>,
+    mut ack: Option<&mut AckFn<'_>>,
 ) -> Result<usize, RelayError> {
     let dir = alert::alerts_dir(state_dir);
     if !dir.is_dir() {
@@ -246,9 +330,12 @@ pub fn poll(
             id: id.clone(),
             source,
         })?;
-        // `false`: acknowledged by hand during the delivery; archived either way.
-        claim(state_dir, &id)?;
         n += 1;
+        if let Some(ack) = ack.as_mut() {
+            ack(&found)?;
+            // `false`: acknowledged by hand meanwhile; archived either way.
+            claim(state_dir, &id)?;
+        }
     }
     Ok(n)
 }
@@ -259,6 +346,93 @@ mod tests {
     use crate::upgrade::alert::{Kind, NewAlert, publish};
     use std::collections::BTreeSet;
     use std::sync::{Arc, Barrier, Mutex};
+
+    /// A poll whose consumer acknowledges every alert it is handed.
+    fn poll_acked(
+        state_dir: &Path,
+        deliver: impl FnMut(&Found) -> io::Result<()>,
+    ) -> Result<usize, RelayError> {
+        poll(state_dir, deliver, Some(&mut |_: &Found| Ok(())))
+    }
+
+    #[test]
+    fn without_acknowledgements_nothing_is_archived() {
+        let d = tempfile::tempdir().unwrap();
+        publish(d.path(), Kind::RollbackFailed, new("a")).unwrap();
+        publish(d.path(), Kind::RolledBack, new("b")).unwrap();
+        assert_eq!(poll(d.path(), |_| Ok(()), None).unwrap(), 2);
+        assert_eq!(list(d.path()).unwrap().len(), 2, "printed is not read");
+        assert_eq!(
+            poll(d.path(), |_| Ok(()), None).unwrap(),
+            2,
+            "delivered again"
+        );
+    }
+
+    #[test]
+    fn an_alert_its_consumer_did_not_acknowledge_stays_new() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, _) = publish(d.path(), Kind::RollbackFailed, new("a")).unwrap();
+        let (b, _) = publish(d.path(), Kind::RolledBack, new("b")).unwrap();
+        let mut acks = 0;
+        let mut ack = |f: &Found| {
+            acks += 1;
+            if acks == 1 {
+                Ok(())
+            } else {
+                Err(RelayError::NotAcked {
+                    id: f.alert.id.clone(),
+                    why: "the consumer closed its end".into(),
+                })
+            }
+        };
+        let e = poll(d.path(), |_| Ok(()), Some(&mut ack)).unwrap_err();
+        assert!(
+            matches!(e, RelayError::NotAcked { ref id, .. } if *id == b.id),
+            "{e}"
+        );
+        let left: Vec<String> = list(d.path())
+            .unwrap()
+            .into_iter()
+            .map(|f| f.alert.id)
+            .collect();
+        assert_eq!(left, vec![b.id]);
+        assert!(seen_dir(d.path()).join(format!("{}.json", a.id)).exists());
+    }
+
+    #[test]
+    fn untrusted_entries_are_skipped_left_in_place_and_never_fatal() {
+        let d = tempfile::tempdir().unwrap();
+        let (good, _) = publish(d.path(), Kind::RolledBack, new("good")).unwrap();
+        let dir = alert::alerts_dir(d.path());
+        let fifo = dir.join("20260101T000000.000000001Z-fifo-rolled-back.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let subdir = dir.join("20260101T000000.000000002Z-dir-rolled-back.json");
+        fs::create_dir(&subdir).unwrap();
+        let link = dir.join("20260101T000000.000000003Z-link-rolled-back.json");
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        let huge = dir.join("20260101T000000.000000004Z-huge-rolled-back.json");
+        File::create(&huge)
+            .unwrap()
+            .set_len(alert::MAX_ALERT_BYTES + 1)
+            .unwrap();
+        let bad = dir.join("20260101T000000.000000005Z-bad-rolled-back.json");
+        fs::write(&bad, b"{\"schema\": 1").unwrap();
+        let ids: Vec<String> = list(d.path())
+            .unwrap()
+            .into_iter()
+            .map(|f| f.alert.id)
+            .collect();
+        assert_eq!(ids, vec![good.id.clone()]);
+        assert_eq!(poll_acked(d.path(), |_| Ok(())).unwrap(), 1);
+        for p in [&fifo, &subdir, &link, &huge, &bad] {
+            assert!(
+                fs::symlink_metadata(p).is_ok(),
+                "{} left in place",
+                p.display()
+            );
+        }
+    }
 
     fn new(app: &str) -> NewAlert {
         NewAlert {
@@ -316,14 +490,14 @@ mod tests {
     fn failed_delivery_puts_the_alert_back() {
         let d = tempfile::tempdir().unwrap();
         publish(d.path(), Kind::HeldMajor, new("a")).unwrap();
-        let e = poll(d.path(), |_| {
+        let e = poll_acked(d.path(), |_| {
             Err(io::Error::from(io::ErrorKind::BrokenPipe))
         })
         .unwrap_err();
         assert!(matches!(e, RelayError::Deliver { .. }), "{e}");
         assert_eq!(list(d.path()).unwrap().len(), 1);
-        assert_eq!(poll(d.path(), |_| Ok(())).unwrap(), 1);
-        assert_eq!(poll(d.path(), |_| Ok(())).unwrap(), 0);
+        assert_eq!(poll_acked(d.path(), |_| Ok(())).unwrap(), 1);
+        assert_eq!(poll_acked(d.path(), |_| Ok(())).unwrap(), 0);
     }
 
     #[test]
@@ -335,7 +509,7 @@ mod tests {
         // and the archiving rename.
         let printed = Mutex::new(Vec::new());
         let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            poll(d.path(), |f| {
+            poll_acked(d.path(), |f| {
                 printed.lock().unwrap().push(f.alert.id.clone());
                 panic!("killed after printing");
             })
@@ -345,7 +519,7 @@ mod tests {
         // The next poll delivers both: the interrupted one again, none lost.
         let mut again = Vec::new();
         assert_eq!(
-            poll(d.path(), |f| {
+            poll_acked(d.path(), |f| {
                 again.push(f.alert.id.clone());
                 Ok(())
             })
@@ -362,9 +536,12 @@ mod tests {
         publish(d.path(), Kind::HeldMajor, new("a")).unwrap();
         let held = try_poll_lock(d.path()).unwrap().expect("free");
         assert!(try_poll_lock(d.path()).unwrap().is_none());
-        assert_eq!(poll(d.path(), |_| panic!("must not deliver")).unwrap(), 0);
+        assert_eq!(
+            poll_acked(d.path(), |_| panic!("must not deliver")).unwrap(),
+            0
+        );
         drop(held);
-        assert_eq!(poll(d.path(), |_| Ok(())).unwrap(), 1);
+        assert_eq!(poll_acked(d.path(), |_| Ok(())).unwrap(), 1);
         assert!(
             list(d.path()).unwrap().is_empty(),
             "the lock file is not an alert"
@@ -374,7 +551,7 @@ mod tests {
     #[test]
     fn polling_without_an_alerts_dir_is_a_no_op() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(poll(d.path(), |_| Ok(())).unwrap(), 0);
+        assert_eq!(poll_acked(d.path(), |_| Ok(())).unwrap(), 0);
         assert!(!alert::alerts_dir(d.path()).exists());
     }
 
@@ -393,7 +570,7 @@ mod tests {
                 let (dir, got, barrier) = (d.path().to_owned(), got.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    poll(&dir, |f| {
+                    poll_acked(&dir, |f| {
                         got.lock().unwrap().push(f.alert.id.clone());
                         Ok(())
                     })

@@ -244,7 +244,9 @@ pub async fn leftovers(view: &dyn SwarmView, stack: &str) -> Result<Leftovers, D
 ///
 /// Once the stack's services are gone, stopped containers still labelled with the stack are
 /// removed: engine 20.10 never removes the exited containers of `replicated-job` tasks, and they
-/// would hold the stack's volumes forever. Running containers are never touched.
+/// would hold the stack's volumes forever. Running containers are never touched; one that
+/// starts between the listing and the removal (the engine answers 409) is waited for like any
+/// other holder of a volume.
 pub async fn wait_until_gone(
     engine: &dyn SwarmJanitor,
     app: &str,
@@ -269,10 +271,15 @@ pub async fn wait_until_gone(
                 if matches!(c.state.as_str(), "exited" | "created" | "dead") {
                     tracing::info!(app, stack, container = %c.name, state = %c.state,
                         "removing a stopped container the removed stack left behind");
-                    engine
-                        .remove_stopped_container(stack, &c.id)
-                        .await
-                        .map_err(observe)?;
+                    match engine.remove_stopped_container(stack, &c.id).await {
+                        Ok(()) => {}
+                        // It started since it was listed (or is being removed): the volumes
+                        // are not free yet, so keep waiting; the deadline still bounds it.
+                        Err(e @ DockerError::RemoveConflict { .. }) => {
+                            tracing::info!(app, stack, container = %c.name, "{e}; waiting");
+                        }
+                        Err(e) => return Err(observe(e)),
+                    }
                 }
             }
         }

@@ -55,6 +55,15 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The engine refused to remove the container for now (409: it started running since it
+    /// was listed as stopped, or its removal is already in progress): not fatal, look again.
+    #[error("leftover container {container} of stack {stack} cannot be removed yet: {source}")]
+    RemoveConflict {
+        container: String,
+        stack: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("removing leftover container {container} of stack {stack}: {source}")]
     RemoveContainer {
         container: String,
@@ -269,6 +278,8 @@ pub trait SwarmJanitor: SwarmView {
     /// Removes a stopped container left behind by a removed stack. Engine 20.10 leaves the
     /// exited containers of `replicated-job` tasks behind after `docker service rm`; they hold
     /// the stack's volumes (blocking `volume rm`) and would make the undeploy wait forever.
+    /// A container that is gone already counts as removed; one the engine will not remove yet
+    /// (409: it started since it was listed, or is being removed) is [`DockerError::RemoveConflict`].
     fn remove_stopped_container<'a>(
         &'a self,
         stack: &'a str,
@@ -590,7 +601,8 @@ impl SwarmJanitor for Engine {
         container: &'a str,
     ) -> BoxFuture<'a, Result<(), DockerError>> {
         Box::pin(async move {
-            self.docker
+            let result = self
+                .docker
                 .remove_container(
                     container,
                     Some(RemoveContainerOptions {
@@ -599,12 +611,29 @@ impl SwarmJanitor for Engine {
                         link: false,
                     }),
                 )
-                .await
-                .map_err(|source| DockerError::RemoveContainer {
+                .await;
+            match result {
+                Ok(()) => Ok(()),
+                // Removed by someone else (the engine, a concurrent removal) meanwhile.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(()),
+                Err(
+                    source @ bollard::errors::Error::DockerResponseServerError {
+                        status_code: 409,
+                        ..
+                    },
+                ) => Err(DockerError::RemoveConflict {
                     container: container.to_owned(),
                     stack: stack.to_owned(),
                     source,
-                })
+                }),
+                Err(source) => Err(DockerError::RemoveContainer {
+                    container: container.to_owned(),
+                    stack: stack.to_owned(),
+                    source,
+                }),
+            }
         })
     }
 }

@@ -2,13 +2,18 @@
 //! the run counters, the disk levels). Per-app work uses [`crate::platform::lock`] instead.
 //!
 //! `flock(2)` on a lock file beside the guarded one: released by the kernel when the holder
-//! dies, so a killed run never blocks the next.
+//! dies, so a killed run never blocks the next. Taken with [`lock::flock_verified`], so a lock
+//! file deleted or replaced while a process was opening it is never half-held. (These locks are
+//! held for one small file write; a lock file deleted *during* that write could let a second
+//! writer in, costing at most one metrics/counter update, which the next run rewrites.)
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
+
+use crate::platform::lock;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot lock {path}: {source}")]
@@ -34,13 +39,7 @@ pub fn acquire(path: &Path) -> Result<HostLock, HostLockError> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(err)?;
-    Flock::lock(file, FlockArg::LockExclusive)
+    lock::lock_file_wait(path)
         .map(|f| HostLock { _flock: f })
-        .map_err(|(_, errno)| err(io::Error::from(errno)))
+        .map_err(err)
 }

@@ -17,6 +17,33 @@ use crate::platform::text::redact_userinfo;
 /// Bumped on any incompatible change of the alert JSON.
 pub const ALERT_SCHEMA: u32 = 1;
 
+/// The largest alert file a reader reads (docs/alerts.md); anything larger in `alerts/` is not
+/// ci-warm's and is skipped. [`publish`] shortens an alert's free text so it stays below.
+pub const MAX_ALERT_BYTES: u64 = 8 << 20;
+
+/// Shortens the longest free-text field (notes, message, an error) until the alert serializes
+/// within [`MAX_ALERT_BYTES`] (less a margin for the pretty-printing's newline).
+fn fit(alert: &mut Alert) -> Result<Vec<u8>, serde_json::Error> {
+    loop {
+        let bytes = serde_json::to_vec_pretty(alert)?;
+        if (bytes.len() as u64) < MAX_ALERT_BYTES - 16 {
+            return Ok(bytes);
+        }
+        let mut fields: Vec<&mut String> = vec![&mut alert.message];
+        fields.extend(alert.notes.as_mut());
+        fields.extend(alert.error.iter_mut());
+        let Some(longest) = fields.into_iter().max_by_key(|f| f.len()) else {
+            return Ok(bytes);
+        };
+        let mut cut = longest.len() / 2;
+        while !longest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        longest.truncate(cut);
+        longest.push_str(" [truncated]");
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
@@ -160,7 +187,7 @@ pub fn publish(
             format!("-{attempt}")
         };
         let id = format!("{stamp}-{}-{}{suffix}", new.app, kind.as_str());
-        let alert = Alert {
+        let mut alert = Alert {
             schema: ALERT_SCHEMA,
             id: id.clone(),
             time: time.clone(),
@@ -177,8 +204,7 @@ pub fn publish(
             error: new.error.iter().map(|e| redact_userinfo(e)).collect(),
             disk: new.disk.clone(),
         };
-        let mut bytes =
-            serde_json::to_vec_pretty(&alert).map_err(|e| err(std::io::Error::other(e)))?;
+        let mut bytes = fit(&mut alert).map_err(|e| err(std::io::Error::other(e)))?;
         bytes.push(b'\n');
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -277,6 +303,22 @@ pub fn valid_id(id: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_huge_alert_is_shortened_to_fit_what_readers_read() {
+        let d = tempfile::tempdir().unwrap();
+        let new = NewAlert {
+            app: "demo".into(),
+            message: "m".repeat(3 << 20),
+            notes: Some("\u{1}".repeat(5 << 20)),
+            ..NewAlert::default()
+        };
+        let (a, path) = publish(d.path(), Kind::HeldMajor, new).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len <= MAX_ALERT_BYTES, "{len}");
+        assert!(a.notes.unwrap().ends_with(" [truncated]"));
+    }
+
     use super::*;
 
     #[test]

@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use super::probe::{HttpProbe, Prepared, ProbeResult};
 use crate::platform::deploy::Revision;
 use crate::platform::docker::{
-    ContainerHealth, DockerError, RestartCondition, ServiceMode, ServiceObs, SwarmView, TaskObs,
-    TaskState, UpdateState,
+    ContainerHealth, RestartCondition, ServiceMode, ServiceObs, SwarmView, TaskObs, TaskState,
+    UpdateState,
 };
 
 /// The gate's verdict. The reason names every failing check.
@@ -298,16 +298,22 @@ fn job_converged(s: &ServiceObs, total: Option<u64>) -> Result<(), String> {
 
 #[derive(Debug, Error)]
 pub enum HealthError {
+    /// Docker could not be asked at the gate's deadline: the gate's outcome is *unknown*, which
+    /// is not the deployment failing (the caller must not record the version as failed).
     #[error(
-        "observing stack {stack} for the health gate (no successful observation within {timeout:?}): {source}"
+        "Docker was unreachable during the health gate of stack {stack}: no observation succeeded in the last {unreachable_for:?} before the gate's deadline ({timeout:?}), so whether the deployment is healthy is unknown: {error}"
     )]
-    Observe {
+    Unobservable {
         stack: String,
         timeout: Duration,
-        #[source]
-        source: DockerError,
+        unreachable_for: Duration,
+        /// The last observation's error.
+        error: String,
     },
 }
+
+/// How long one observation may run past the gate's deadline before it counts as unanswered.
+const OBSERVE_GRACE: Duration = Duration::from_secs(5);
 
 /// Timing of the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,8 +349,11 @@ impl<'a> HealthGate<'a> {
 
     /// Polls until the deployment is healthy, a settled failure shows (swarm rolled back or
     /// paused an update), or the timeout passes; then returns the last verdict. Docker errors
-    /// during polling are retried (the engine may be busy right after a deploy); an error is
-    /// returned only when no observation succeeded by the deadline.
+    /// during polling are retried (the engine may be busy right after a deploy, or restarting).
+    /// When the last look before the deadline could not observe the stack, the outcome is
+    /// unknown and [`HealthError::Unobservable`] is returned, never an older verdict: a verdict
+    /// seen before Docker went away says nothing about the deployment now. One observation is
+    /// cut off at the deadline (plus a short grace), so a hung engine cannot stretch the gate.
     pub async fn wait(
         &self,
         expected: &Expected,
@@ -358,12 +367,20 @@ impl<'a> HealthGate<'a> {
         let started = Instant::now();
         let deadline = crate::platform::deadline::after_tokio(started, self.timing.timeout);
         let mut last: Option<Verdict> = None;
+        // Since when, and why, the stack could not be observed; `None` after a good look.
+        let mut unobservable: Option<(Instant, String)> = None;
         let mut round = 0u32;
         let mut healthy_rounds = 0u32;
         loop {
             round += 1;
-            match self.view.services(stack).await {
+            let cutoff = deadline.saturating_duration_since(Instant::now()) + OBSERVE_GRACE;
+            let observed = match tokio::time::timeout(cutoff, self.view.services(stack)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("Docker did not answer within {cutoff:?}")),
+            };
+            match observed {
                 Ok(services) => {
+                    unobservable = None;
                     let mut results = Vec::with_capacity(prepared.len());
                     for p in &prepared {
                         results.push(p.run().await);
@@ -395,16 +412,21 @@ impl<'a> HealthGate<'a> {
                 }
                 Err(e) => {
                     tracing::warn!(stack, round, error = %e, "health gate could not observe the stack");
-                    if Instant::now() >= deadline && last.is_none() {
-                        return Err(HealthError::Observe {
-                            stack: stack.clone(),
-                            timeout: self.timing.timeout,
-                            source: e,
-                        });
-                    }
+                    // Two healthy looks in a row means two *consecutive* observations.
+                    healthy_rounds = 0;
+                    let since = unobservable.map_or_else(Instant::now, |(t, _)| t);
+                    unobservable = Some((since, e));
                 }
             }
             if Instant::now() >= deadline {
+                if let Some((since, error)) = unobservable {
+                    return Err(HealthError::Unobservable {
+                        stack: stack.clone(),
+                        timeout: self.timing.timeout,
+                        unreachable_for: since.elapsed(),
+                        error,
+                    });
+                }
                 let verdict = last.unwrap_or_else(|| Verdict::Unhealthy {
                     reason: format!("stack {stack} could not be observed"),
                 });

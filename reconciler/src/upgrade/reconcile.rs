@@ -20,7 +20,8 @@ use anyhow::Context;
 use crate::platform::exit;
 use crate::upgrade::alert::{self, Kind, NewAlert};
 use crate::upgrade::gate::{self, GatePolicy, HoldKind, Release};
-use crate::upgrade::state::{AppState, Failure, Intent, RunRecord, Step};
+use crate::upgrade::health::HealthError;
+use crate::upgrade::state::{AppState, Failure, Intent, RunRecord, Step, Stopped};
 use crate::upgrade::version::Version;
 
 /// The outcome of health-gating a deployment.
@@ -187,6 +188,10 @@ impl<'a, P: Platform> Reconciler<'a, P> {
 
     pub fn run(mut self) -> anyhow::Result<Outcome> {
         let outcome = match self.state.intent.clone() {
+            Some(Intent {
+                stopped: Some(stop),
+                ..
+            }) if stop.needs_operator => self.leave_alone(&stop),
             Some(intent) => self.recover_interrupted(intent)?,
             None => self.reconcile()?,
         };
@@ -290,6 +295,7 @@ impl<'a, P: Platform> Reconciler<'a, P> {
                 self.save()?;
                 Ok(Outcome::Bootstrapped { version: target })
             }
+            Err(e) if gate_unknown(&e) => self.stop_gate_unknown(e, None, &target),
             other => {
                 let reason = failure_reason(other);
                 self.record_failure(&target, &reason);
@@ -342,6 +348,7 @@ impl<'a, P: Platform> Reconciler<'a, P> {
                 tracing::info!(app = %self.spec.name, %from, %to, "upgraded");
                 Ok(Outcome::Upgraded { from, to })
             }
+            Err(e) if gate_unknown(&e) => self.stop_gate_unknown(e, Some(&from), &to),
             other => {
                 let reason = failure_reason(other);
                 tracing::warn!(app = %self.spec.name, version = %to, "gate failed: {reason}");
@@ -363,6 +370,12 @@ impl<'a, P: Platform> Reconciler<'a, P> {
         data_touched: bool,
     ) -> anyhow::Result<Outcome> {
         let result = self.try_roll_back(from, attempted, data_touched);
+        if let Err(e) = &result
+            && let Some(corrupt) = e.downcast_ref::<SnapshotCorrupt>()
+        {
+            let problems = corrupt.0.clone();
+            return self.halt_on_corrupt_snapshot(from, attempted, reason, problems);
+        }
         let (recovered, detail) = match &result {
             Ok(Health::Healthy) => (true, None),
             Ok(Health::Unhealthy(why)) => (
@@ -376,12 +389,10 @@ impl<'a, P: Platform> Reconciler<'a, P> {
             self.state.intent = None;
         }
         self.save()?;
-        let corrupt = matches!(&result, Err(e) if e.downcast_ref::<SnapshotCorrupt>().is_some());
-        let kind = match (recovered, corrupt) {
-            (true, _) => kind,
-            (false, true) => Kind::SnapshotCorrupt,
-            (false, false) if kind == Kind::Interrupted => Kind::Interrupted,
-            (false, false) => Kind::RollbackFailed,
+        let kind = match recovered {
+            true => kind,
+            false if kind == Kind::Interrupted => Kind::Interrupted,
+            false => Kind::RollbackFailed,
         };
         let mut error = vec![reason.clone()];
         error.extend(detail.clone());
@@ -501,10 +512,16 @@ impl<'a, P: Platform> Reconciler<'a, P> {
 
     fn recover_interrupted(&mut self, intent: Intent) -> anyhow::Result<Outcome> {
         tracing::warn!(app = %self.spec.name, step = ?intent.step, to = %intent.to, "found an unfinished run; rolling back");
-        let reason = format!(
-            "a run (pid {}) was interrupted during step {:?} of the upgrade to {}",
-            intent.pid, intent.step, intent.to
-        );
+        let reason = match &intent.stopped {
+            Some(stop) => format!(
+                "a run (pid {}) stopped during step {:?} of the upgrade to {}: {}",
+                intent.pid, intent.step, intent.to, stop.reason
+            ),
+            None => format!(
+                "a run (pid {}) was interrupted during step {:?} of the upgrade to {}",
+                intent.pid, intent.step, intent.to
+            ),
+        };
         match intent.from.clone().or_else(|| self.state.last_good.clone()) {
             Some(from) => {
                 let touched = intent.data_touched
@@ -532,6 +549,87 @@ impl<'a, P: Platform> Reconciler<'a, P> {
                 )?;
                 Ok(Outcome::Interrupted { recovered: false })
             }
+        }
+    }
+
+    /// The health gate could not observe the deployment (Docker unreachable until its
+    /// deadline): whether `to` is healthy is unknown, so it is *not* recorded as failed, and a
+    /// rollback now would fail the same way. The intent stays journaled with the reason, so the
+    /// next run rolls back to `from` (restoring the data where the target touched it) and its
+    /// `interrupted` alert says that Docker was unreachable; `to` may be attempted again later.
+    fn stop_gate_unknown(
+        &mut self,
+        e: anyhow::Error,
+        from: Option<&Version>,
+        to: &Version,
+    ) -> anyhow::Result<Outcome> {
+        let reason = format!("{e:#}");
+        tracing::error!(app = %self.spec.name, version = %to, "the health gate's outcome is unknown: {reason}");
+        self.stop(&reason, false)?;
+        let next = match from {
+            Some(from) => format!("the next run rolls back to {from}"),
+            None => "the next run reports it (there is no last good version)".to_owned(),
+        };
+        Err(e.context(format!(
+            "the health gate of {} {to} could not tell whether it is healthy; {to} is not recorded as failed, the step stays journaled and {next}",
+            self.spec.name
+        )))
+    }
+
+    /// The snapshot needed for a rollback failed verification: it is never restored, the app
+    /// stays undeployed, and one `snapshot-corrupt` alert says so. The intent stays journaled
+    /// and marked, so later runs leave the app alone without alerting again until an operator
+    /// acts (docs/operations.md).
+    fn halt_on_corrupt_snapshot(
+        &mut self,
+        from: &Version,
+        attempted: &Version,
+        reason: String,
+        problems: Vec<String>,
+    ) -> anyhow::Result<Outcome> {
+        let what = format!(
+            "the snapshot of {} {from} failed verification and was NOT restored ({})",
+            self.spec.name,
+            problems.join("; ")
+        );
+        self.stop(&what, true)?;
+        self.alert(
+            Kind::SnapshotCorrupt,
+            NewAlert {
+                message: format!(
+                    "{what}; {} is left undeployed and ci-warm leaves it alone until an operator acts (docs/operations.md, \"A corrupt snapshot\"); the rollback from {attempted} was needed because: {reason}",
+                    self.spec.name
+                ),
+                attempted: Some(attempted.to_string()),
+                recovered: false,
+                error: vec![what.clone(), reason],
+                ..NewAlert::default()
+            },
+        )?;
+        Ok(Outcome::NotRecovered { reason: what })
+    }
+
+    /// Marks the journaled intent as left unfinished on purpose, and saves.
+    fn stop(&mut self, reason: &str, needs_operator: bool) -> anyhow::Result<()> {
+        if let Some(intent) = self.state.intent.as_mut() {
+            intent.stopped = Some(Stopped {
+                at: now(),
+                reason: reason.to_owned(),
+                needs_operator,
+            });
+        }
+        self.save()
+    }
+
+    /// A run after a corrupt snapshot: nothing is touched and nothing alerted (that happened
+    /// once); the app waits, undeployed, for an operator.
+    fn leave_alone(&self, stop: &Stopped) -> Outcome {
+        tracing::warn!(app = %self.spec.name, since = %stop.at, "left alone until an operator acts: {}", stop.reason);
+        Outcome::NotRecovered {
+            reason: format!(
+                "left undeployed since {}, waiting for an operator (docs/operations.md): {}",
+                stop.at, stop.reason
+            ),
         }
     }
 
@@ -565,6 +663,7 @@ impl<'a, P: Platform> Reconciler<'a, P> {
             data_touched: touched && self.spec.stateful,
             started_at: now(),
             pid: std::process::id(),
+            stopped: None,
         });
         self.save()
     }
@@ -589,6 +688,15 @@ impl<'a, P: Platform> Reconciler<'a, P> {
 #[derive(Debug, thiserror::Error)]
 #[error("the snapshot failed verification and was not restored: {}", .0.join("; "))]
 pub struct SnapshotCorrupt(pub Vec<String>);
+
+/// Whether a health error means the gate could not tell (Docker unreachable), as opposed to
+/// the deployment failing.
+fn gate_unknown(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<HealthError>(),
+        Some(HealthError::Unobservable { .. })
+    )
+}
 
 fn failure_reason(health: anyhow::Result<Health>) -> String {
     match health {

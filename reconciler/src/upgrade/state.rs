@@ -67,6 +67,22 @@ pub struct Intent {
     pub data_touched: bool,
     pub started_at: String,
     pub pid: u32,
+    /// Set when the run that wrote this intent stopped on purpose instead of finishing it
+    /// (absent: the run was killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
+}
+
+/// Why a run left its intent unfinished on purpose.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Stopped {
+    pub at: String,
+    pub reason: String,
+    /// `true`: the runs after it leave the app alone (no rollback attempt, no alert) until an
+    /// operator acts (docs/operations.md); `false`: the next run rolls back as after a kill.
+    #[serde(default)]
+    pub needs_operator: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -160,6 +176,7 @@ mod tests {
         assert!(s.last_good.is_none());
         s.last_good = Some("1.0.0+1.0.0".parse().unwrap());
         s.intent = Some(Intent {
+            stopped: None,
             step: Step::Deploy,
             from: s.last_good.clone(),
             to: "1.1.0+1.0.0".parse().unwrap(),

@@ -2,7 +2,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::platform::docker::{BoxFuture, ContainerObs, NetworkObs, VolumeObs};
+use crate::platform::docker::{BoxFuture, ContainerObs, DockerError, NetworkObs, VolumeObs};
 use crate::upgrade::probe::{ProbeOutcome, StatusSet};
 
 const STACK: &str = "demo";
@@ -540,9 +540,32 @@ async fn wait_errors_when_the_stack_is_never_observable() {
         .unwrap_err();
     assert!(
         e.to_string()
-            .starts_with("observing stack demo for the health gate"),
+            .starts_with("Docker was unreachable during the health gate of stack demo"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn docker_unreachable_at_the_deadline_is_unknown_not_the_last_reason() {
+    // One look while the new task was still starting, then Docker goes away for good: the
+    // "0/1 running" of that early look says nothing about the deployment at the deadline.
+    let starting = app(
+        "1.0.0+1",
+        vec![task(TaskState::Starting, TaskState::Running, "01")],
+    );
+    let view = Script::new(vec![Ok(vec![starting]), Err(())]);
+    let r = HealthGate::new(&view, timing(50))
+        .wait(&expected("1.0.0+1"), &[])
+        .await;
+    match r {
+        Err(e @ HealthError::Unobservable { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("Docker was unreachable"), "{text}");
+            assert!(!text.contains("0/1 running"), "{text}");
+        }
+        other => panic!("expected an unknown outcome, got {other:?}"),
+    }
+    assert!(view.calls.load(Ordering::SeqCst) >= 2);
 }
 
 /// A one-request-at-a-time HTTP server answering every request with `status` and `body`, and

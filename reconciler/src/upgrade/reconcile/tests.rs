@@ -19,6 +19,9 @@ struct Fake {
     corrupt_snapshot: bool,
     fail_fetch: bool,
     fail_snapshot: bool,
+    /// The health gate cannot observe anything (Docker unreachable until its deadline).
+    docker_down: bool,
+    verifies: usize,
     log: Vec<String>,
 }
 
@@ -52,6 +55,16 @@ impl Platform for Fake {
         Ok(())
     }
     fn health(&mut self, version: &Version) -> anyhow::Result<Health> {
+        if self.docker_down {
+            return Err(crate::upgrade::health::HealthError::Unobservable {
+                stack: "demo".into(),
+                timeout: std::time::Duration::from_secs(300),
+                unreachable_for: std::time::Duration::from_secs(290),
+                error: "Docker unreachable at unix:///var/run/docker.sock: connection refused"
+                    .into(),
+            })
+            .context("health-gating app demo");
+        }
         Ok(match &self.deployed {
             Some(d) if d == version && !self.broken.contains(&d.to_string()) => Health::Healthy,
             Some(d) if d == version => {
@@ -69,6 +82,7 @@ impl Platform for Fake {
         Ok(())
     }
     fn verify_snapshot(&mut self) -> anyhow::Result<Verified> {
+        self.verifies += 1;
         Ok(match (&self.snapshot, self.corrupt_snapshot) {
             (None, _) => Verified::Missing,
             (Some(_), true) => {
@@ -294,8 +308,8 @@ fn stateless_rollback_redeploys_without_touching_data() {
     assert_eq!(w.kinds(), [Kind::RolledBack]);
 }
 
-#[test]
-fn corrupt_snapshot_is_never_restored() {
+/// An app on 1.1.0 whose next release never gets healthy and whose snapshot is corrupt.
+fn on_1_1_with_a_broken_1_2_and_a_corrupt_snapshot() -> (World, AppSpec) {
     let mut w = World::new(2);
     let s = spec(true);
     w.run(&s); // bootstrap 1.0.0
@@ -303,6 +317,12 @@ fn corrupt_snapshot_is_never_restored() {
     w.fake.releases = catalogue().into_iter().take(3).collect();
     w.fake.broken.insert("1.2.0+1.0.0".into());
     w.fake.corrupt_snapshot = true;
+    (w, s)
+}
+
+#[test]
+fn corrupt_snapshot_is_never_restored() {
+    let (mut w, s) = on_1_1_with_a_broken_1_2_and_a_corrupt_snapshot();
     w.fake.log.clear();
     let out = w.run(&s);
     assert!(matches!(out, Outcome::NotRecovered { .. }), "{out:?}");
@@ -379,6 +399,7 @@ fn interrupted_upgrade_rolls_back_with_data() {
     w.fake.volume = "junk".into();
     let mut st = w.state();
     st.intent = Some(Intent {
+        stopped: None,
         step: Step::Gate,
         from: Some(v("1.1.0+1.0.0")),
         to: v("1.2.0+1.0.0"),
@@ -404,6 +425,7 @@ fn interrupted_before_deploy_does_not_restore() {
     w.fake.volume = "live data".into();
     let mut st = w.state();
     st.intent = Some(Intent {
+        stopped: None,
         step: Step::Snapshot,
         from: Some(v("1.0.0+1.0.0")),
         to: v("1.1.0+1.0.0"),
@@ -456,4 +478,93 @@ fn bootstrap_failure_alerts_and_is_not_recovered() {
     assert!(matches!(out, Outcome::NotRecovered { .. }));
     assert_eq!(out.exit_code(), exit::NOT_RECOVERED);
     assert_eq!(w.kinds(), [Kind::BootstrapFailed]);
+}
+
+#[test]
+fn a_docker_outage_during_the_gate_is_not_recorded_as_the_version_failing() {
+    let mut w = World::new(1);
+    let s = spec(true);
+    w.run(&s); // bootstrap 1.0.0
+    w.fake.releases = catalogue().into_iter().take(2).collect();
+    w.fake.docker_down = true;
+    let err = Reconciler::new(&s, w.dir.path(), &mut w.fake)
+        .unwrap()
+        .run()
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("Docker was unreachable"), "{text}");
+    assert!(text.contains("not recorded as failed"), "{text}");
+    let st = w.state();
+    assert!(st.failed.is_empty(), "{:?}", st.failed);
+    let intent = st.intent.expect("the step stays journaled");
+    assert_eq!(intent.step, Step::Gate);
+    let stop = intent.stopped.expect("with the reason");
+    assert!(stop.reason.contains("Docker was unreachable") && !stop.needs_operator);
+    assert!(w.alerts().is_empty(), "no verdict, no alert yet");
+
+    // Docker is back: the next run rolls back (data restored) and says why, naming Docker.
+    w.fake.docker_down = false;
+    assert_eq!(w.run(&s), Outcome::Interrupted { recovered: true });
+    assert_eq!(w.fake.volume, "marker by 1.0.0+1.0.0");
+    let alerts = w.alerts();
+    assert_eq!(w.kinds(), [Kind::Interrupted]);
+    assert!(
+        alerts[0].message.contains("Docker was unreachable"),
+        "{}",
+        alerts[0].message
+    );
+    assert!(alerts[0].recovered);
+    assert!(w.state().failed.is_empty());
+    // And the version that may well be fine is attempted again.
+    assert_eq!(
+        w.run(&s),
+        Outcome::Upgraded {
+            from: v("1.0.0+1.0.0"),
+            to: v("1.1.0+1.0.0")
+        }
+    );
+}
+
+#[test]
+fn a_corrupt_snapshot_alerts_once_and_later_ticks_leave_the_app_alone() {
+    let (mut w, s) = on_1_1_with_a_broken_1_2_and_a_corrupt_snapshot();
+    let out = w.run(&s);
+    assert!(matches!(out, Outcome::NotRecovered { .. }), "{out:?}");
+    assert_eq!(w.kinds(), [Kind::SnapshotCorrupt]);
+    let alert = &w.alerts()[0];
+    assert!(!alert.recovered);
+    assert!(
+        alert.message.contains("failed verification")
+            && alert.message.contains("left undeployed")
+            && !alert.message.contains("interrupted"),
+        "{}",
+        alert.message
+    );
+    assert_eq!(w.fake.deployed, None);
+
+    // Later timer ticks: nothing touched, nothing alerted, nothing called interrupted.
+    w.fake.log.clear();
+    let verifies = w.fake.verifies;
+    for _ in 0..3 {
+        let out = w.run(&s);
+        assert_eq!(out.exit_code(), exit::NOT_RECOVERED);
+        assert_eq!(out.name(), "not-recovered");
+        assert!(!out.to_string().contains("interrupted"), "{out}");
+        assert!(out.to_string().contains("operator"), "{out}");
+    }
+    assert!(w.fake.log.is_empty(), "{:?}", w.fake.log);
+    assert_eq!(w.fake.verifies, verifies, "not even re-verified");
+    assert_eq!(w.kinds(), [Kind::SnapshotCorrupt], "alerted once");
+    assert_eq!(w.fake.deployed, None, "still undeployed");
+
+    // The operator brings a good snapshot back (`snapshot import`) and removes
+    // `intent.stopped`: the next run finishes the rollback with the data.
+    w.fake.corrupt_snapshot = false;
+    let mut st = w.state();
+    st.intent.as_mut().unwrap().stopped = None;
+    st.save(&w.dir.path().join("demo")).unwrap();
+    assert_eq!(w.run(&s), Outcome::Interrupted { recovered: true });
+    assert_eq!(w.fake.deployed, Some(v("1.1.0+1.0.0")));
+    assert_eq!(w.fake.volume, "marker by 1.0.0+1.0.0");
+    assert!(w.state().intent.is_none());
 }
