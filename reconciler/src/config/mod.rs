@@ -251,6 +251,9 @@ pub struct App {
     /// Versions released from the safety gate by config (as `ci-warm approve` does).
     #[serde(default)]
     pub approved: Vec<String>,
+    /// Whether pre-release tags (`-rc1`, `-beta.2`, ...) may be chosen; default: never.
+    #[serde(default)]
+    pub allow_prerelease: bool,
     /// HTTP probes of the health gate; empty means the preset's probe (if any).
     #[serde(default)]
     pub probes: Vec<Probe>,
@@ -310,6 +313,9 @@ pub struct Canonical {
     pub probes: Vec<Probe>,
     #[serde(default)]
     pub approved: Vec<String>,
+    /// Whether a pre-release may be the canonical's version or a CI run's base.
+    #[serde(default)]
+    pub allow_prerelease: bool,
     #[serde(default)]
     pub health_timeout_secs: Option<u64>,
 }

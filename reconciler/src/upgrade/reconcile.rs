@@ -62,6 +62,8 @@ pub struct AppSpec {
     pub pinned: Option<Version>,
     pub initial_version: Option<Version>,
     pub approved: BTreeSet<Version>,
+    /// Whether pre-release tags may be chosen (config `allow_prerelease`).
+    pub allow_prerelease: bool,
     pub manual_migration_phrases: Vec<String>,
     pub on_alert: Option<Vec<String>>,
 }
@@ -213,6 +215,14 @@ impl<'a, P: Platform> Reconciler<'a, P> {
         if let Some(why) = &decision.refused {
             tracing::warn!(app = %self.spec.name, "the wanted version is refused: {why}");
         }
+        for v in &decision.skipped_prerelease {
+            tracing::info!(app = %self.spec.name, version = %v, "skipping a pre-release (set allow_prerelease to take it)");
+        }
+        self.state.skipped_prerelease = decision
+            .skipped_prerelease
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         for v in &decision.skipped_failed {
             tracing::info!(app = %self.spec.name, version = %v, "skipping a version that failed its gate before (approve it to retry)");
         }
@@ -272,6 +282,7 @@ impl<'a, P: Platform> Reconciler<'a, P> {
                 .keys()
                 .filter_map(|v| v.parse().ok())
                 .collect(),
+            allow_prerelease: self.spec.allow_prerelease,
         }
     }
 

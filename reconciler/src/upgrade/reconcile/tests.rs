@@ -102,6 +102,7 @@ fn catalogue() -> Vec<(String, Option<String>)> {
 
 fn spec(stateful: bool) -> AppSpec {
     AppSpec {
+        allow_prerelease: false,
         name: "demo".into(),
         recipe: "demo".into(),
         stateful,
@@ -456,4 +457,37 @@ fn bootstrap_failure_alerts_and_is_not_recovered() {
     assert!(matches!(out, Outcome::NotRecovered { .. }));
     assert_eq!(out.exit_code(), exit::NOT_RECOVERED);
     assert_eq!(w.kinds(), [Kind::BootstrapFailed]);
+}
+
+#[test]
+fn a_pre_release_is_skipped_not_held_unless_allowed() {
+    let mut w = World::new(1);
+    let s = spec(true);
+    w.run(&s);
+    w.fake.releases.push(("1.1.0+1.1.0-rc1".into(), None));
+    assert_eq!(
+        w.run(&s),
+        Outcome::NoOp {
+            version: v("1.0.0+1.0.0")
+        }
+    );
+    let st = w.state();
+    assert_eq!(
+        st.skipped_prerelease.iter().collect::<Vec<_>>(),
+        ["1.1.0+1.1.0-rc1"]
+    );
+    assert!(st.alerted_holds.is_empty());
+    assert!(w.alerts().is_empty(), "{:?}", w.kinds());
+    let allowed = AppSpec {
+        allow_prerelease: true,
+        ..spec(true)
+    };
+    assert_eq!(
+        w.run(&allowed),
+        Outcome::Upgraded {
+            from: v("1.0.0+1.0.0"),
+            to: v("1.1.0+1.1.0-rc1")
+        }
+    );
+    assert!(w.state().skipped_prerelease.is_empty());
 }
