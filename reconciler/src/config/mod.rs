@@ -366,6 +366,22 @@ pub struct Keycloak {
     /// Per-run realms younger than this are never reaped.
     #[serde(default = "default_grace")]
     pub reap_grace_secs: u64,
+    /// How `realm reap --live-from-swarm` tells which runs are live from the running stacks.
+    #[serde(default)]
+    pub live_runs: Option<LiveRuns>,
+}
+
+/// Where the run ids of live CI runs are read from: exactly one of a label on the stacks'
+/// services whose value is the run id, or a stack-name pattern with one `{run}` placeholder
+/// (`ci-{run}_*`: a literal prefix, the run id up to the literal text before an optional
+/// trailing `*`, or to a literal suffix).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LiveRuns {
+    #[serde(default)]
+    pub stack_label: Option<String>,
+    #[serde(default)]
+    pub stack_pattern: Option<String>,
 }
 
 fn default_admin_user() -> String {
@@ -706,6 +722,24 @@ impl Config {
                     path: "keycloak.url".into(),
                     message,
                 });
+            }
+            if let Some(l) = &k.live_runs {
+                let path = "keycloak.live_runs".to_owned();
+                match (&l.stack_label, &l.stack_pattern) {
+                    (Some(_), Some(_)) | (None, None) => out.push(Problem {
+                        path,
+                        message: "set exactly one of stack_label and stack_pattern".into(),
+                    }),
+                    (Some(label), None) if label.trim().is_empty() => out.push(Problem {
+                        path: format!("{path}.stack_label"),
+                        message: "must not be empty".into(),
+                    }),
+                    (None, Some(p)) if p.matches("{run}").count() != 1 => out.push(Problem {
+                        path: format!("{path}.stack_pattern"),
+                        message: format!("{} must contain `{{run}}` exactly once", quoted(p)),
+                    }),
+                    _ => {}
+                }
             }
             check_range(
                 "keycloak.reap_grace_secs",

@@ -47,7 +47,9 @@ pub trait Platform {
     /// Removes the deployment and waits until no container holds its volumes.
     fn undeploy(&mut self) -> anyhow::Result<()>;
     fn health(&mut self, version: &Version) -> anyhow::Result<Health>;
-    fn take_snapshot(&mut self) -> anyhow::Result<()>;
+    /// Snapshots the volumes holding `version`'s data (minus what backup-bot's labels in that
+    /// version's compose files exclude).
+    fn take_snapshot(&mut self, version: &Version) -> anyhow::Result<()>;
     fn verify_snapshot(&mut self) -> anyhow::Result<Verified>;
     fn restore_snapshot(&mut self) -> anyhow::Result<()>;
 }
@@ -332,7 +334,7 @@ impl<'a, P: Platform> Reconciler<'a, P> {
                 .undeploy()
                 .with_context(|| format!("undeploying {} before its snapshot", self.spec.name))?;
             self.journal(Step::Snapshot, Some(&from), &to, false)?;
-            if let Err(e) = self.platform.take_snapshot() {
+            if let Err(e) = self.platform.take_snapshot(&from) {
                 // The volumes are untouched: bring the old version back and stop here.
                 let reason = format!("{e:#}");
                 tracing::error!(app = %self.spec.name, "snapshot failed: {reason}");

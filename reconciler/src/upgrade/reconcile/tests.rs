@@ -60,7 +60,7 @@ impl Platform for Fake {
             _ => Health::Unhealthy("not deployed".into()),
         })
     }
-    fn take_snapshot(&mut self) -> anyhow::Result<()> {
+    fn take_snapshot(&mut self, _: &Version) -> anyhow::Result<()> {
         self.log.push("snapshot".into());
         if self.fail_snapshot {
             anyhow::bail!("not enough space for the snapshot");
