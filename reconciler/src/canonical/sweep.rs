@@ -141,8 +141,7 @@ fn newest(config: &Config, recipe: &str) -> anyhow::Result<(String, String)> {
 fn newest_release(versions: Vec<Version>, allow_prerelease: bool) -> Option<Version> {
     versions
         .into_iter()
-        .filter(|v| allow_prerelease || !v.is_prerelease())
-        .next_back()
+        .rfind(|v| allow_prerelease || !v.is_prerelease())
 }
 
 /// One cold run; only failing to record its result is an error (that stops the sweep, since
