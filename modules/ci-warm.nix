@@ -369,7 +369,29 @@ in
         default = d.keycloak.reapGraceSecs;
         description = "Per-run realms younger than this many seconds are never reaped.";
       };
-      reap = jobOptions "`ci-warm realm reap` (per-run realms older than `reapGraceSecs`)" " Needs `adminPasswordFile`." d.keycloak.reap;
+      liveRuns = {
+        stackLabel = mkOption {
+          type = types.nullOr types.str;
+          default = d.keycloak.liveRuns.stackLabel;
+          example = "ci.run";
+          description = ''
+            A label on the services of a CI run's stack whose value is the run id: the reaper
+            keeps the realms of the runs whose stacks are running (`realm reap --live-from-swarm`).
+            Set this or `stackPattern` when `reap.enable` is true.
+          '';
+        };
+        stackPattern = mkOption {
+          type = types.nullOr types.str;
+          default = d.keycloak.liveRuns.stackPattern;
+          example = "ci-{run}_*";
+          description = ''
+            A stack-name pattern with one `{run}` placeholder (a literal prefix, then the run id
+            up to the literal text before a trailing `*`, or up to a literal suffix): the run ids
+            of the running stacks are live. Set this or `stackLabel` when `reap.enable` is true.
+          '';
+        };
+      };
+      reap = jobOptions "`ci-warm realm reap --live-from-swarm` (per-run realms older than `reapGraceSecs` whose run has no running stack)" " Needs `adminPasswordFile` and one of `liveRuns.stackLabel`/`liveRuns.stackPattern`." d.keycloak.reap;
     } // appOptions { recipeDefault = d.keycloak.recipe; withPreset = false; };
 
     canonicals = mkOption {

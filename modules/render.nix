@@ -122,6 +122,7 @@ rec {
       adminUser = "admin";
       adminPasswordFile = null;
       reapGraceSecs = 21600;
+      liveRuns = { stackLabel = null; stackPattern = null; };
       reap = { enable = false; onCalendar = "hourly"; };
     };
     canonicals = { };
@@ -212,6 +213,12 @@ rec {
         # The password reaches the units through LoadCredential, never the store.
         admin_password = { credential = keycloakCredential; };
         reap_grace_secs = cfg.keycloak.reapGraceSecs;
+        live_runs =
+          if cfg.keycloak.liveRuns.stackLabel == null && cfg.keycloak.liveRuns.stackPattern == null then null
+          else clean {
+            stack_label = cfg.keycloak.liveRuns.stackLabel;
+            stack_pattern = cfg.keycloak.liveRuns.stackPattern;
+          };
       } else null;
   };
 
@@ -323,6 +330,8 @@ rec {
         "services.ci-warm.keycloak.url must be set when keycloak.adminPasswordFile is (or enable keycloak with a domain, to use https://<domain>).")
       (check (!cfg.keycloak.reap.enable || cfg.keycloak.adminPasswordFile != null)
         "services.ci-warm.keycloak.reap.enable needs keycloak.adminPasswordFile (the admin password of the master realm).")
+      (check (!cfg.keycloak.reap.enable || ((cfg.keycloak.liveRuns.stackLabel == null) != (cfg.keycloak.liveRuns.stackPattern == null)))
+        "services.ci-warm.keycloak.reap.enable needs exactly one of keycloak.liveRuns.stackLabel and keycloak.liveRuns.stackPattern (how the reaper tells the runs that are still live from the running stacks).")
     ]
     ++ map
       (p: check (p.value == null || isAbsolute p.value)
@@ -455,8 +464,10 @@ rec {
         ++ optional cfg.keycloak.reap.enable {
           name = "realm-reap";
           what = "delete stale per-run keycloak realms";
-          command = "realm reap";
-          deps = { after = [ "network-online.target" ]; wants = [ "network-online.target" ]; };
+          # Live runs come from the running stacks: a run longer than the grace period keeps its
+          # realm; if the swarm cannot be read, nothing is reaped.
+          command = "realm reap --live-from-swarm";
+          deps = onDocker;
           schedule = cfg.keycloak.reap;
           extra = { };
         };

@@ -46,6 +46,10 @@ in
     "services.ci-warm.keycloak.url must be set")
   (case "reaping realms without the admin password" { keycloak = { adminPasswordFile = null; reap.enable = true; }; }
     "keycloak.reap.enable needs keycloak.adminPasswordFile")
+  (case "reaping realms without a liveness source" { keycloak.liveRuns.stackPattern = null; }
+    "keycloak.reap.enable needs exactly one of keycloak.liveRuns.stackLabel and keycloak.liveRuns.stackPattern")
+  (case "reaping realms with two liveness sources" { keycloak.liveRuns.stackLabel = "ci.run"; }
+    "keycloak.reap.enable needs exactly one of")
   (case "the sweep without a cold command" { sweep.coldCommand = [ ]; }
     "services.ci-warm.sweep.coldCommand must be set")
   (case "an empty alert hook" { alerts.onAlert = [ ]; }

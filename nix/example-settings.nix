@@ -18,6 +18,7 @@
     adminPasswordFile = "/run/secrets/keycloak-admin-password";
     healthTimeoutSecs = 600;
     reap.enable = true;
+    liveRuns.stackPattern = "ci-{run}_*";
   };
   apps.demo = {
     repo = "/srv/recipes/demo";

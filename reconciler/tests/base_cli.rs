@@ -294,3 +294,48 @@ fn previous_overlay_from_the_cli() {
     assert_eq!(none["status"], "none");
     assert_eq!(none["head_compose_file"], "compose.yml:compose.smtp.yml");
 }
+
+#[test]
+fn target_branch_newer_canonical_and_pre_releases() {
+    let w = World::new();
+    // A maintenance branch forked at 1.1.0, and a published pre-release above it.
+    let stable_tip = git(&w.origin, &["rev-parse", "refs/tags/1.1.0+1.0"]);
+    git(&w.origin, &["branch", "stable", &stable_tip]);
+    git(&w.origin, &["tag", "1.1.5+1.1-rc1", "refs/tags/1.2.0+1.1"]);
+
+    // A PR against `stable` is compared with stable's tip, not main's.
+    assert_eq!(
+        w.resolve(&["--head-ref", HEAD, "--target-branch", "stable"]),
+        json!({"kind": "ref", "value": stable_tip, "reason": "no canonical; tip of target branch stable"})
+    );
+    assert_eq!(
+        w.resolve(&["--head-ref", &stable_tip, "--target-branch", "stable"]),
+        json!({"kind": "skip", "value": null, "reason": "head == tip of target branch stable"})
+    );
+    let bad = w.ci_warm(&[
+        "base",
+        "resolve",
+        "demo",
+        "--head-ref",
+        HEAD,
+        "--target-branch",
+        "-x",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    // A canonical newer than the head: never a downgrade tested as an upgrade; the newest
+    // published version strictly older than the head, skipping the pre-release.
+    w.promote("1.2.0+1.1");
+    let got = w.resolve(&["--head-ref", HEAD, "--head-version", "1.1.9+1.1"]);
+    assert_eq!(
+        got,
+        json!({"kind": "version", "value": "1.1.0+1.0",
+               "reason": "canonical version 1.2.0+1.1 is newer than head version 1.1.9+1.1; newest published version older than the head"})
+    );
+    w.promote("1.1.0+1.0");
+    assert_eq!(
+        w.resolve(&["--head-ref", HEAD, "--head-version", "1.0.0+1.0"]),
+        json!({"kind": "skip", "value": null,
+               "reason": "canonical newer than head and no older published predecessor"})
+    );
+}

@@ -896,3 +896,91 @@ async fn error_bodies_that_echo_the_request_never_reveal_a_secret() {
         assert!(e.contains("400") && e.len() < 1000, "{how:?}: {e}");
     }
 }
+
+/// `realm reap --live-from-swarm`: realms of runs whose stacks are running are kept, and a
+/// liveness source that is not configured or cannot be read reaps nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reap_live_from_swarm_keeps_running_runs_and_is_never_blind() {
+    let kc = FakeKeycloak::start(PASSWORD).await;
+    let cli = Cli::with_password_file(&kc, PASSWORD);
+    for run in ["r1", "r2"] {
+        let out = cli
+            .run(&["realm", "create", "--run", run, "--prefix", "demo"])
+            .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let all = || kc.realm_names();
+    let before = all();
+    let reap = [
+        "--json",
+        "realm",
+        "reap",
+        "--older-than",
+        "0s",
+        "--live-from-swarm",
+    ];
+
+    // No liveness source configured: a usage error, nothing reaped.
+    let out = cli.run(&reap).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("keycloak.live_runs"));
+    assert_eq!(all(), before);
+
+    // Configured, but the swarm cannot be read: an error, nothing reaped.
+    let prefix = format!("ciwtreap{}-", std::process::id());
+    let mut config: Value = read_json(&cli.config);
+    config["keycloak"]["live_runs"] = json!({"stack_pattern": format!("{prefix}{{run}}")});
+    std::fs::write(&cli.config, config.to_string()).unwrap();
+    let out = cli
+        .command(&reap)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing was reaped"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(all(), before);
+
+    // The real swarm: a stack for run r1 exists, none for r2.
+    let docker = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.Swarm.LocalNodeState}}"])
+        .output();
+    let swarm = matches!(&docker, Ok(o) if String::from_utf8_lossy(&o.stdout).trim() == "active");
+    if !swarm {
+        assert!(
+            std::env::var_os("CI_WARM_REQUIRE_DOCKER").is_none()
+                && std::env::var_os("CI").is_none(),
+            "no swarm: {docker:?}"
+        );
+        return;
+    }
+    let stack = format!("{prefix}r1");
+    let service = format!("{stack}_app");
+    let created = std::process::Command::new("docker")
+        .args([
+            "service",
+            "create",
+            "--detach",
+            "--no-resolve-image",
+            "--replicas",
+            "0",
+        ])
+        .args(["--name", &service])
+        .args(["--label", &format!("com.docker.stack.namespace={stack}")])
+        .arg("busybox:latest")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let out = cli.run(&reap).await;
+    let _ = std::process::Command::new("docker")
+        .args(["service", "rm", &service])
+        .output();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["deleted"], json!(["demo-r2"]), "{j}");
+    assert_eq!(all(), ["demo-r1", "master"]);
+}

@@ -1,6 +1,7 @@
 //! The health gate on the real swarm: a version that never gets healthy fails naming the probe,
 //! a wrong version label fails naming the label, and an update swarm itself rolled back fails
-//! naming the rollback state.
+//! naming the rollback state; a one-shot migration service with `restart_policy: on-failure`
+//! that exited 0 does not hold the gate back.
 //!
 //! Uses the small gate demo workload in `gate_support/` (shared with `deployer_stack.rs`).
 
@@ -85,8 +86,13 @@ impl Fixture {
 
     /// Writes the recipe and env file for this version and mode, and deploys it.
     async fn deploy(&self, version: &str, mode: &str, healthcheck: bool, update: bool) {
-        self.stack
-            .write("compose.yml", &compose(self.port, healthcheck, update));
+        self.deploy_compose(version, mode, &compose(self.port, healthcheck, update))
+            .await;
+    }
+
+    /// Deploys `compose_yml` as this version and mode.
+    async fn deploy_compose(&self, version: &str, mode: &str, compose_yml: &str) {
+        self.stack.write("compose.yml", compose_yml);
         let env_file = self.stack.write(
             "app.env",
             &format!("RECIPE_VERSION={version}\nDEMO_MODE={mode}\n"),
@@ -248,4 +254,53 @@ async fn update_rolled_back_by_swarm_fails_naming_the_rollback() {
     // Swarm restored the previous spec, labels included: the label check says so too.
     assert!(r.contains("= 1.0.0+1.0.0, expected 1.1.0+1.0.0"), "{r}");
     eprintln!("rollback detected after {:?}: {r}", t0.elapsed());
+}
+
+#[tokio::test]
+async fn an_on_failure_one_shot_that_exited_0_is_converged() {
+    let Some(f) = Fixture::new("oneshot").await else {
+        return;
+    };
+    let t0 = Instant::now();
+    // A migration job beside the app: it runs once and exits 0; `on-failure` never restarts a
+    // clean exit, so the service stays at 0/1 running for good.
+    let yml = format!(
+        r#"{}  migrate:
+    image: {IMAGE}
+    command: ["exit", "0"]
+    deploy:
+      restart_policy:
+        condition: on-failure
+        delay: 1s
+"#,
+        compose(f.port, false, false)
+    );
+    f.deploy_compose("1.0.0+1.0.0", "ok", &yml).await;
+    // The verdict below is about a migration that has finished: wait until swarm says so.
+    let migrate = format!("{}_migrate", f.stack.name);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let services = f.engine.services(&f.stack.name).await.unwrap();
+        let done = services.iter().any(|s| {
+            s.name == migrate
+                && s.tasks
+                    .iter()
+                    .any(|t| t.state == ci_warm::platform::docker::TaskState::Complete)
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{migrate} never completed: {services:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A passing gate returns at once; the long deadline only serves a slow machine. Before
+    // the fix this timed out with "service ..._migrate: 0/1 running" (a false rollback).
+    assert_eq!(
+        f.gate("1.0.0+1.0.0", Duration::from_secs(60)).await,
+        Verdict::Healthy
+    );
+    eprintln!("one-shot converged after {:?}", t0.elapsed());
 }

@@ -402,3 +402,75 @@ async fn snapshot_is_refused_while_deployed_and_restores_a_wiped_volume() {
     );
     assert_eq!(w.volume_file("junk"), None);
 }
+
+/// A cache volume the recipe excludes with backup-bot's label, in an overlay compose file that
+/// the env file's COMPOSE_FILE names (the label is read from the compose files of the version
+/// being snapshotted: after the undeploy there are no services to read it from).
+const CACHE_OVERLAY: &str = r#"version: "3.8"
+services:
+  app:
+    volumes:
+      - cache:/cache
+    deploy:
+      labels:
+        - "backupbot.backup.volumes.cache=false"
+volumes:
+  cache:
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backupbot_excluded_volume_is_neither_snapshotted_nor_restored() {
+    let Some(w) = World::new("rc_bbot", V100, V110, true).await else {
+        return;
+    };
+    let with_cache = |tag: &str| {
+        let r = release(tag).unwrap();
+        w.recipe
+            .publish_files(
+                tag,
+                &[
+                    ("compose.yml", &ci_warm_tests::recipe::compose(&r)),
+                    ("compose.cache.yml", CACHE_OVERLAY),
+                    (&format!("release/{tag}"), &r.notes),
+                ],
+                false,
+            )
+            .unwrap();
+    };
+    with_cache(V110);
+    let env = w.st.env_file();
+    let text = std::fs::read_to_string(&env).unwrap().replace(
+        "COMPOSE_FILE=compose.yml",
+        "COMPOSE_FILE=compose.yml:compose.cache.yml",
+    );
+    std::fs::write(&env, text).unwrap();
+    assert_eq!(w.reconcile(), 0);
+    assert_eq!(w.last_good(), V110);
+    let cache = w.st.volume_path("cache").expect("cache volume");
+    std::fs::write(cache.join("before"), "cache before the upgrade").unwrap();
+
+    // A broken release: snapshot, deploy, gate fails, rollback with the data restored.
+    with_cache("1.2.0+1.0.0");
+    assert_eq!(w.reconcile(), 4, "{:?}", w.kinds());
+    assert_eq!(w.last_good(), V110);
+    let status = w.ci_warm(&["--json", "status", "demo", "--no-health"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let volumes = &status["apps"][0]["snapshot"]["volumes"];
+    assert_eq!(volumes, &serde_json::json!(["data"]), "{status}");
+
+    // Restoring touches only what the snapshot holds: the cache stays as it is.
+    undeploy(&w.st.name);
+    std::fs::remove_file(cache.join("before")).unwrap();
+    std::fs::write(cache.join("after"), "written after the snapshot").unwrap();
+    let data = w.st.volume_path("data").unwrap();
+    std::fs::write(data.join("junk"), "after the snapshot").unwrap();
+    let out = w.ci_warm(&["snapshot", "restore", "demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(w.volume_file("junk"), None, "data is restored");
+    assert!(cache.join("after").exists(), "the cache is not restored");
+    assert!(!cache.join("before").exists(), "the cache is not restored");
+}

@@ -169,17 +169,17 @@ pub fn restore_known_good(platform: &mut LivePlatform) -> anyhow::Result<()> {
 }
 
 /// Undeploys and snapshots the volumes as the new known-good; the canonical rests undeployed.
-pub fn refresh_known_good(platform: &mut LivePlatform) -> anyhow::Result<()> {
+pub fn refresh_known_good(platform: &mut LivePlatform, version: &Version) -> anyhow::Result<()> {
     let app = platform.plan.spec.name.clone();
     platform
         .undeploy()
         .with_context(|| format!("undeploying {app} to snapshot its known-good"))?;
-    platform
-        .take_snapshot()
-        .with_context(|| format!("snapshotting the known-good of {app}"))?;
     let app_dir = platform.app_dir().to_owned();
-    clear_drift(&app_dir)?;
     let mut state = AppState::load(&app_dir)?;
+    platform
+        .take_snapshot(version)
+        .with_context(|| format!("snapshotting the known-good of {app}"))?;
+    clear_drift(&app_dir)?;
     state.deployed = None;
     state
         .save(&app_dir)
@@ -249,7 +249,7 @@ pub fn reconcile(
         outcome,
         Outcome::Upgraded { .. } | Outcome::Bootstrapped { .. }
     ) {
-        refresh_known_good(&mut platform).with_context(|| {
+        refresh_known_good(&mut platform, &version).with_context(|| {
             format!(
                 "{app}: {outcome}, but refreshing the known-good snapshot failed (the previous one \
                  is kept); run `ci-warm canonical rewarm {recipe}`"

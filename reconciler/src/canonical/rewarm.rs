@@ -82,7 +82,7 @@ pub fn rewarm(config: &Config, recipe: &str, wait: bool) -> anyhow::Result<Repor
     let mut state = AppState::load(&app_dir)?;
     match failure {
         None => {
-            canonical::refresh_known_good(&mut platform)?;
+            canonical::refresh_known_good(&mut platform, &version)?;
             state = AppState::load(&app_dir)?;
             state.last_good = Some(version.clone());
             state.deployed = None;

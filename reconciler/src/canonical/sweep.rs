@@ -22,6 +22,7 @@ use crate::platform::child;
 use crate::platform::exit::{self, Exit};
 use crate::platform::lock;
 use crate::upgrade::recipe::{GitRecipe, RecipeSource, Rev};
+use crate::upgrade::version::Version;
 
 /// One recipe's cold run in a sweep.
 #[derive(Debug, Clone, Serialize)]
@@ -129,12 +130,18 @@ fn newest(config: &Config, recipe: &str) -> anyhow::Result<(String, String)> {
     )?;
     git.fetch()
         .with_context(|| format!("fetching recipe {recipe}"))?;
-    let version = git
-        .versions()?
-        .pop()
-        .with_context(|| format!("recipe {recipe} has no published version"))?;
+    let version = newest_release(git.versions()?, plan.spec.allow_prerelease)
+        .with_context(|| format!("recipe {recipe} has no published (non-pre-release) version"))?;
     let commit = git.resolve(&Rev::Version(version.clone()))?;
     Ok((version.to_string(), commit))
+}
+
+/// The newest of `versions` (ascending) the sweep may test: a pre-release only when the
+/// canonical allows pre-releases.
+fn newest_release(versions: Vec<Version>, allow_prerelease: bool) -> Option<Version> {
+    versions
+        .into_iter()
+        .rfind(|v| allow_prerelease || !v.is_prerelease())
 }
 
 /// One cold run; only failing to record its result is an error (that stops the sweep, since
@@ -286,6 +293,15 @@ fn promote_green(config: &Config, recipe: &str, version: &str, commit: &str, run
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_never_takes_a_pre_release_by_surprise() {
+        let v = |s: &str| s.parse::<Version>().unwrap();
+        let tags = || vec![v("1.0.0+1.0"), v("1.1.0+1.1"), v("1.2.0+1.2-rc1")];
+        assert_eq!(newest_release(tags(), false), Some(v("1.1.0+1.1")));
+        assert_eq!(newest_release(tags(), true), Some(v("1.2.0+1.2-rc1")));
+        assert_eq!(newest_release(vec![v("1.0.0+1.0-beta.1")], false), None);
+    }
 
     #[test]
     fn placeholders_stay_inside_their_argv_item() {

@@ -2,11 +2,12 @@
 //! (DESIGN.md, "Canonicals and CI integration"). The chain, first match wins:
 //!
 //! 1. an explicit override;
-//! 2. the canonical's version, if it differs from the head's;
-//! 3. the canonical's version equals the head's: the newest published version strictly older
-//!    than the head (an upgrade from the head's own version would be a no-op that proves
-//!    nothing), or skip when there is none;
-//! 4. no canonical: the main branch's tip, if it is not the head itself, else skip.
+//! 2. the canonical's version, if it is strictly older than the head's;
+//! 3. the canonical's version equals or is newer than the head's: the newest published,
+//!    non-pre-release version strictly older than the head (an upgrade from the head's own
+//!    version would be a no-op, from a newer one a downgrade), or skip when there is none;
+//! 4. no canonical: the tip of the target branch (default: the main branch), if it is not the
+//!    head itself, else skip.
 //!
 //! [`resolve`] is pure; the published tags and the main tip are asked for through closures only
 //! when the chain reaches the step that needs them, so an override or a canonical never costs a
@@ -57,6 +58,11 @@ pub struct Inputs {
     pub head_version: Option<Version>,
     /// The canonical registry's version for the recipe, if the recipe has a canonical.
     pub canonical: Option<Version>,
+    /// The branch the change is proposed against (`--target-branch`); `None`: the default
+    /// branch. Only names the tip in the reason; the caller's `main_tip` looks it up.
+    pub target_branch: Option<String>,
+    /// Whether a pre-release tag may be the base (the canonical's `allow_prerelease`).
+    pub allow_prerelease: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +80,8 @@ pub enum ResolveError {
 
 pub const REASON_NO_PREDECESSOR: &str = "base == head and no older published predecessor";
 pub const REASON_HEAD_IS_MAIN: &str = "head == main tip";
+pub const REASON_NEWER_NO_PREDECESSOR: &str =
+    "canonical newer than head and no older published predecessor";
 
 /// Resolves the base. `head_version_why` explains a missing head version; `tags` yields the
 /// recipe's raw tag names (non-versions are skipped); `main_tip` yields the main branch's commit.
@@ -97,31 +105,50 @@ pub fn resolve(
                 why: head_version_why.to_owned(),
             });
         };
-        if !same_version(canonical, head) {
+        if canonical < head && !same_version(canonical, head) {
             return Ok(base(
                 Kind::Version,
                 canonical.to_string(),
                 &format!("canonical version {canonical} differs from head version {head}"),
             ));
         }
+        // A canonical equal to or newer than the head would test a no-op or a downgrade: step
+        // back to the newest published version strictly older than the head instead.
+        let newer = !same_version(canonical, head);
         let published = parse_tags(tags().map_err(ResolveError::Tags)?);
-        return Ok(match predecessor(&published, head) {
-            Some(prev) => base(
-                Kind::Version,
-                prev.to_string(),
-                &format!(
-                    "canonical version equals head version {head}; newest published version \
-                     older than it"
+        return Ok(
+            match predecessor(&published, head, inputs.allow_prerelease) {
+                Some(prev) if newer => base(
+                    Kind::Version,
+                    prev.to_string(),
+                    &format!(
+                        "canonical version {canonical} is newer than head version {head}; \
+                         newest published version older than the head"
+                    ),
                 ),
-            ),
-            None => skip(REASON_NO_PREDECESSOR),
-        });
+                Some(prev) => base(
+                    Kind::Version,
+                    prev.to_string(),
+                    &format!(
+                        "canonical version equals head version {head}; newest published version \
+                         older than it"
+                    ),
+                ),
+                None if newer => skip(REASON_NEWER_NO_PREDECESSOR),
+                None => skip(REASON_NO_PREDECESSOR),
+            },
+        );
     }
     let tip = main_tip().map_err(ResolveError::MainTip)?;
-    if same_commit(&tip, &inputs.head_ref) {
-        Ok(skip(REASON_HEAD_IS_MAIN))
-    } else {
-        Ok(base(Kind::Ref, tip, "no canonical; main branch tip"))
+    match (&inputs.target_branch, same_commit(&tip, &inputs.head_ref)) {
+        (None, true) => Ok(skip(REASON_HEAD_IS_MAIN)),
+        (None, false) => Ok(base(Kind::Ref, tip, "no canonical; main branch tip")),
+        (Some(b), true) => Ok(skip(&format!("head == tip of target branch {b}"))),
+        (Some(b), false) => Ok(base(
+            Kind::Ref,
+            tip,
+            &format!("no canonical; tip of target branch {b}"),
+        )),
     }
 }
 
@@ -148,11 +175,17 @@ pub fn same_version(a: &Version, b: &Version) -> bool {
     a.recipe == b.recipe && cmp_upstream(&a.upstream, &b.upstream) == Ordering::Equal
 }
 
-/// The newest of `published` strictly older than `head` (and not a respelling of it).
-pub fn predecessor<'a>(published: &'a [Version], head: &Version) -> Option<&'a Version> {
+/// The newest of `published` strictly older than `head` (and not a respelling of it); a
+/// pre-release only when `allow_prerelease`.
+pub fn predecessor<'a>(
+    published: &'a [Version],
+    head: &Version,
+    allow_prerelease: bool,
+) -> Option<&'a Version> {
     published
         .iter()
         .filter(|v| *v < head && !same_version(v, head))
+        .filter(|v| allow_prerelease || !v.is_prerelease())
         .max()
 }
 
@@ -188,6 +221,7 @@ mod tests {
         tags: &'static [&'static str],
         main_tip: &'static str,
         want: (Kind, Option<&'static str>, &'static str),
+        target_branch: Option<&'static str>,
         /// Whether the chain may look at the tags / the main tip at all.
         reads_tags: bool,
         reads_main: bool,
@@ -205,6 +239,7 @@ mod tests {
             tags: TAGS,
             main_tip: MAIN,
             want: (Kind::Skip, None, ""),
+            target_branch: None,
             reads_tags: false,
             reads_main: false,
         }
@@ -238,10 +273,35 @@ mod tests {
                 canonical: Some("2.0.0+2.0"),
                 want: (
                     Kind::Version,
-                    Some("2.0.0+2.0"),
-                    "canonical version 2.0.0+2.0 differs from head version 1.2.0+1.1",
+                    Some("1.1.0+1.0"),
+                    "canonical version 2.0.0+2.0 is newer than head version 1.2.0+1.1; newest published version older than the head",
                 ),
-                ..case("canonical newer than head still differs")
+                reads_tags: true,
+                ..case("canonical newer than head steps back like an equal one")
+            },
+            Case {
+                head_version: Some("1.0.0+1.0"),
+                canonical: Some("1.1.0+1.0"),
+                want: (Kind::Skip, None, REASON_NEWER_NO_PREDECESSOR),
+                reads_tags: true,
+                ..case("canonical newer than head, nothing older published: skip")
+            },
+            Case {
+                target_branch: Some("stable"),
+                want: (
+                    Kind::Ref,
+                    Some(MAIN),
+                    "no canonical; tip of target branch stable",
+                ),
+                reads_main: true,
+                ..case("no canonical: the target branch's tip")
+            },
+            Case {
+                head_ref: MAIN,
+                target_branch: Some("stable"),
+                want: (Kind::Skip, None, "head == tip of target branch stable"),
+                reads_main: true,
+                ..case("no canonical, head is the target branch tip: skip")
             },
             Case {
                 canonical: Some("1.2.0+1.1"),
@@ -368,6 +428,8 @@ mod tests {
                 head_ref: c.head_ref.to_owned(),
                 head_version: c.head_version.map(v),
                 canonical: c.canonical.map(v),
+                target_branch: c.target_branch.map(str::to_owned),
+                ..Inputs::default()
             };
             let tags_read = std::cell::Cell::new(false);
             let main_read = std::cell::Cell::new(false);

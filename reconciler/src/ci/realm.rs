@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub use admin::{Admin, AdminError, Created, RealmRep};
-pub use reap::{Kept, ReapPlan, plan as plan_reap};
+pub use reap::{Kept, LiveSource, ReapPlan, live_runs, plan as plan_reap};
 
 use crate::config::names::{self, NameError};
 use crate::config::secret::SecretString;

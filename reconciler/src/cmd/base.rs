@@ -43,6 +43,10 @@ pub struct ResolveArgs {
     /// The head checkout.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub head_dir: PathBuf,
+    /// The branch the change is proposed against: without a canonical, its tip is the base
+    /// (default: the repository's default branch).
+    #[arg(long, value_name = "BRANCH")]
+    pub target_branch: Option<String>,
     /// Use this base (a version tag, or a commit/branch) instead of resolving one.
     #[arg(long = "override", value_name = "VERSION|REF")]
     pub override_base: Option<String>,
@@ -130,6 +134,17 @@ fn resolve(global: &Global, args: ResolveArgs) -> anyhow::Result<u8> {
             Err(e) => (None, e.to_string()),
         },
     };
+    let target_branch = match &args.target_branch {
+        None => None,
+        Some(b) => match Rev::parse(b) {
+            Ok(Rev::Ref(r)) if !r.starts_with("refs/") => Some(r),
+            _ => {
+                return Err(usage(format!(
+                    "--target-branch {b:?} must be a branch name (not a version, commit or refs/ path)"
+                )));
+            }
+        },
+    };
     let config = Config::load(&global.config)?;
     let registry = Registry::load(&config.state_dir)?;
     let canonical = match registry.get(&args.recipe) {
@@ -146,6 +161,11 @@ fn resolve(global: &Global, args: ResolveArgs) -> anyhow::Result<u8> {
         head_ref,
         head_version,
         canonical,
+        target_branch: target_branch.clone(),
+        allow_prerelease: config
+            .canonicals
+            .get(&args.recipe)
+            .is_some_and(|c| c.allow_prerelease),
     };
     let repo = args
         .repo
@@ -182,7 +202,10 @@ fn resolve(global: &Global, args: ResolveArgs) -> anyhow::Result<u8> {
         },
         || {
             let (recipe, _) = source()?;
-            Ok(recipe.main_tip()?)
+            Ok(match &target_branch {
+                None => recipe.main_tip()?,
+                Some(b) => recipe.resolve(&Rev::Ref(format!("refs/remotes/origin/{b}")))?,
+            })
         },
     )
     .with_context(|| format!("resolving the upgrade base of recipe {}", args.recipe))?;

@@ -13,6 +13,7 @@ use super::Global;
 use crate::ci::realm::{self, Admin, CreateRequest, Deleted, RealmError};
 use crate::config::Config;
 use crate::config::secret;
+use crate::platform::docker::Engine;
 use crate::platform::exit::{self, Exit};
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +68,10 @@ pub struct ReapArgs {
     /// Runs still in progress; their realms are kept whatever their age.
     #[arg(long, value_name = "ID", num_args = 1..)]
     pub live: Vec<String>,
+    /// Also keep the realms of runs whose stacks are running now (`keycloak.live_runs` says
+    /// how a stack names its run). If that cannot be read, nothing is reaped.
+    #[arg(long)]
+    pub live_from_swarm: bool,
     /// The grace period (e.g. `6h`, `90m`); default: `keycloak.reap_grace_secs`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub older_than: Option<Duration>,
@@ -91,6 +96,14 @@ pub fn run(global: &Global, cmd: RealmCmd) -> anyhow::Result<u8> {
             realm::realm_name(&a.prefix, &a.run).map_err(|e| usage_for(e.into()))?;
             None
         }
+        RealmCmd::Reap(a) if a.live_from_swarm && kc.live_runs.is_none() => {
+            return Err(Exit::new(
+                exit::USAGE,
+                "--live-from-swarm needs keycloak.live_runs in the config (stack_label or \
+                 stack_pattern); without a way to tell live runs, nothing is reaped",
+            )
+            .into());
+        }
         RealmCmd::Reap(_) => None,
     };
     let password = secret::read(&kc.admin_password).context("reading keycloak.admin_password")?;
@@ -106,14 +119,43 @@ pub fn run(global: &Global, cmd: RealmCmd) -> anyhow::Result<u8> {
                 let realm = delete_target.unwrap_or_default();
                 delete(global, &admin, &realm).await
             }
-            RealmCmd::Reap(a) => {
+            RealmCmd::Reap(mut a) => {
                 let grace = a
                     .older_than
                     .unwrap_or(Duration::from_secs(kc.reap_grace_secs));
+                if a.live_from_swarm {
+                    let source = live_source(kc.live_runs.as_ref())?;
+                    // An unreadable swarm is an error before any delete: reap nothing.
+                    let services = async {
+                        let engine = Engine::connect().await?;
+                        engine.stack_service_labels().await
+                    }
+                    .await
+                    .context(
+                        "reading the live runs from the running stacks (--live-from-swarm); \
+                         nothing was reaped",
+                    )?;
+                    let live = realm::live_runs(&source, &services);
+                    tracing::info!(live = ?live, "live runs from the swarm");
+                    a.live.extend(live);
+                }
                 reap(global, &admin, a, grace).await
             }
         }
     })
+}
+
+fn live_source(l: Option<&crate::config::LiveRuns>) -> anyhow::Result<realm::LiveSource> {
+    match l.map(|l| (&l.stack_label, &l.stack_pattern)) {
+        Some((Some(label), None)) => Ok(realm::LiveSource::StackLabel(label.clone())),
+        Some((None, Some(p))) => Ok(realm::LiveSource::StackPattern(p.clone())),
+        _ => Err(Exit::new(
+            exit::USAGE,
+            "keycloak.live_runs must set exactly one of stack_label and stack_pattern; nothing \
+             was reaped",
+        )
+        .into()),
+    }
 }
 
 fn delete_target(a: &DeleteArgs) -> anyhow::Result<String> {

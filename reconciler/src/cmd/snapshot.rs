@@ -16,7 +16,10 @@ pub fn run(global: &Global, cmd: SnapshotCmd) -> anyhow::Result<u8> {
     match cmd {
         SnapshotCmd::Dir(d) => dir(global, d),
         SnapshotCmd::Take { app } => with_app(global, &app, |p, cfg| {
-            let volumes = p.volumes()?;
+            // The data on the volumes is the last good version's: its compose files say what
+            // backup-bot excludes.
+            let last_good = crate::upgrade::state::AppState::load(p.app_dir())?.last_good;
+            let volumes = p.snapshot_volumes(last_good.as_ref())?;
             if volumes.is_empty() {
                 bail!("app {app} has no volumes to snapshot (is the stack name right?)");
             }

@@ -154,6 +154,12 @@ fn print_table(apps: &[AppStatus]) {
         for h in &a.held {
             println!("{}: held {} ({}): {}", a.app, h.version, h.kind, h.reason);
         }
+        for v in &a.skipped_prerelease {
+            println!(
+                "{}: skipped {v}: a pre-release (set allow_prerelease to take it)",
+                a.app
+            );
+        }
         for f in &a.failed {
             println!("{}: failed {} at {}: {}", a.app, f.version, f.at, f.reason);
         }

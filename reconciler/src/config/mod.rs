@@ -252,6 +252,9 @@ pub struct App {
     /// Versions released from the safety gate by config (as `ci-warm approve` does).
     #[serde(default)]
     pub approved: Vec<String>,
+    /// Whether pre-release tags (`-rc1`, `-beta.2`, ...) may be chosen; default: never.
+    #[serde(default)]
+    pub allow_prerelease: bool,
     /// HTTP probes of the health gate; absent means the preset's probe (if any), `[]` none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<Vec<Probe>>,
@@ -323,6 +326,9 @@ pub struct Canonical {
     pub probes: Option<Vec<Probe>>,
     #[serde(default)]
     pub approved: Vec<String>,
+    /// Whether a pre-release may be the canonical's version or a CI run's base.
+    #[serde(default)]
+    pub allow_prerelease: bool,
     #[serde(default)]
     pub health_timeout_secs: Option<u64>,
 }
@@ -373,6 +379,22 @@ pub struct Keycloak {
     /// Per-run realms younger than this are never reaped.
     #[serde(default = "default_grace")]
     pub reap_grace_secs: u64,
+    /// How `realm reap --live-from-swarm` tells which runs are live from the running stacks.
+    #[serde(default)]
+    pub live_runs: Option<LiveRuns>,
+}
+
+/// Where the run ids of live CI runs are read from: exactly one of a label on the stacks'
+/// services whose value is the run id, or a stack-name pattern with one `{run}` placeholder
+/// (`ci-{run}_*`: a literal prefix, the run id up to the literal text before an optional
+/// trailing `*`, or to a literal suffix).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LiveRuns {
+    #[serde(default)]
+    pub stack_label: Option<String>,
+    #[serde(default)]
+    pub stack_pattern: Option<String>,
 }
 
 fn default_admin_user() -> String {
@@ -721,6 +743,24 @@ impl Config {
                     path: "keycloak.url".into(),
                     message,
                 });
+            }
+            if let Some(l) = &k.live_runs {
+                let path = "keycloak.live_runs".to_owned();
+                match (&l.stack_label, &l.stack_pattern) {
+                    (Some(_), Some(_)) | (None, None) => out.push(Problem {
+                        path,
+                        message: "set exactly one of stack_label and stack_pattern".into(),
+                    }),
+                    (Some(label), None) if label.trim().is_empty() => out.push(Problem {
+                        path: format!("{path}.stack_label"),
+                        message: "must not be empty".into(),
+                    }),
+                    (None, Some(p)) if p.matches("{run}").count() != 1 => out.push(Problem {
+                        path: format!("{path}.stack_pattern"),
+                        message: format!("{} must contain `{{run}}` exactly once", quoted(p)),
+                    }),
+                    _ => {}
+                }
             }
             check_range(
                 "keycloak.reap_grace_secs",

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 
 use crate::config::spec::AppPlan;
 use crate::config::{Config, Deployer as DeployerConfig};
+use crate::platform::backupbot;
 use crate::platform::deploy::abra::AbraDeployer;
 use crate::platform::deploy::stack::StackDeployer;
 use crate::platform::deploy::{DeployTarget, Deployer, Revision};
@@ -156,16 +157,67 @@ impl LivePlatform {
         })
     }
 
-    /// The volumes a snapshot covers, keyed by their compose name (without `<stack>_`), so a
-    /// snapshot survives a stack rename.
+    /// Every volume of the stack, keyed by its compose name (without `<stack>_`), so a snapshot
+    /// survives a stack rename. A restore writes exactly the volumes its snapshot holds onto
+    /// these; an excluded volume is not in the snapshot and is left as it is.
     pub fn volumes(&self) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        self.volumes_without(&std::collections::BTreeSet::new())
+    }
+
+    /// The volumes a snapshot of `version` covers: the stack's volumes minus those backup-bot's
+    /// labels exclude in the compose files of that version (the recipe at that tag, with
+    /// `COMPOSE_FILE` from the env file). `None`: the checkout last deployed, if there is one.
+    pub fn snapshot_volumes(
+        &mut self,
+        version: Option<&Version>,
+    ) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        let checkout = match version {
+            Some(v) => {
+                let dir = self.app_dir.join("compose-labels");
+                self.recipe
+                    .checkout(&Rev::Version(v.clone()), &dir)
+                    .with_context(|| {
+                        format!(
+                            "checking out {v} of recipe {} for its backup-bot labels",
+                            self.plan.spec.recipe
+                        )
+                    })?;
+                Some(dir)
+            }
+            None => Some(self.checkout_dir()).filter(|d| d.is_dir()),
+        };
+        let excluded = match checkout {
+            Some(dir) => {
+                let env_file = self
+                    .plan
+                    .env_file
+                    .clone()
+                    .or_else(|| self.default_env_file.clone());
+                backupbot::excluded_volumes(&dir, env_file.as_deref()).with_context(|| {
+                    format!(
+                        "reading the backup-bot labels of app {}",
+                        self.plan.spec.name
+                    )
+                })?
+            }
+            None => {
+                tracing::warn!(app = %self.plan.spec.name, "no recipe checkout to read backup-bot labels from; every volume is included");
+                std::collections::BTreeSet::new()
+            }
+        };
+        if !excluded.is_empty() {
+            tracing::info!(app = %self.plan.spec.name, excluded = ?excluded, "volumes excluded from the snapshot by backup-bot labels");
+        }
+        self.volumes_without(&excluded)
+    }
+
+    fn volumes_without(
+        &self,
+        excluded: &std::collections::BTreeSet<String>,
+    ) -> anyhow::Result<Vec<(String, PathBuf)>> {
         let stack = &self.plan.stack;
-        let (services, volumes) = self.rt.block_on(async {
-            let services = self.engine.services(stack).await?;
-            let volumes = self.engine.volumes(stack).await?;
-            Ok::<_, docker::DockerError>((services, volumes))
-        })?;
-        Ok(docker::backed_up_volumes(stack, &services, &volumes)
+        let volumes = self.rt.block_on(self.engine.volumes(stack))?;
+        Ok(docker::backed_up_volumes(stack, excluded, &volumes)
             .into_iter()
             .map(|v| {
                 let short = v
@@ -243,8 +295,8 @@ impl Platform for LivePlatform {
         self.gate(Revision::Version(version.to_string()))
     }
 
-    fn take_snapshot(&mut self) -> anyhow::Result<()> {
-        let volumes = self.volumes()?;
+    fn take_snapshot(&mut self, version: &Version) -> anyhow::Result<()> {
+        let volumes = self.snapshot_volumes(Some(version))?;
         self.ensure_unused(&volumes)?;
         let summary = snap::take(&self.app_dir, &volumes, self.reserve)
             .with_context(|| format!("snapshotting the volumes of app {}", self.plan.spec.name))?;

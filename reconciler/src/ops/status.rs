@@ -50,6 +50,9 @@ pub struct AppStatus {
     pub held: Vec<Held>,
     /// Versions that failed their gate and are skipped until approved.
     pub failed: Vec<FailedVersion>,
+    /// Pre-releases the last reconcile skipped (the app does not allow pre-releases); not
+    /// holds: approving one does not make it a candidate.
+    pub skipped_prerelease: Vec<String>,
     pub approvals: Vec<String>,
     /// Set while a run is in progress, or after a run was killed (the next run rolls back).
     pub intent: Option<Intent>,
@@ -212,6 +215,7 @@ fn app_status(
         health: HealthNow::NotChecked,
         held: Vec::new(),
         failed: Vec::new(),
+        skipped_prerelease: Vec::new(),
         approvals: Vec::new(),
         intent: None,
         last_run: None,
@@ -245,6 +249,7 @@ fn app_status(
             reason: f.reason.clone(),
         })
         .collect();
+    st.skipped_prerelease = state.skipped_prerelease.iter().cloned().collect();
     st.approvals = state.approvals.iter().cloned().collect();
     st.intent = state.intent.clone();
     st.last_run = state.last_run.clone();

@@ -287,21 +287,14 @@ pub trait SwarmJanitor: SwarmView {
     ) -> BoxFuture<'a, Result<(), DockerError>>;
 }
 
-/// The volumes a snapshot must cover: the stack's volumes minus those a service opts out of with
-/// backup-bot-two's `backupbot.backup.volumes.<volume>=false`. `<volume>` is the compose name
-/// (without the `<stack>_` prefix); the full name is accepted too.
+/// The volumes a snapshot must cover: the stack's volumes minus the `excluded` ones (by compose
+/// name, without the `<stack>_` prefix; the full name is accepted too), as backup-bot-two's
+/// labels in the compose files say (`platform::backupbot`).
 pub fn backed_up_volumes(
     stack: &str,
-    services: &[ServiceObs],
+    excluded: &std::collections::BTreeSet<String>,
     volumes: &[VolumeObs],
 ) -> Vec<VolumeObs> {
-    const PREFIX: &str = "backupbot.backup.volumes.";
-    let excluded: Vec<&str> = services
-        .iter()
-        .flat_map(|s| s.labels.iter())
-        .filter(|(_, v)| v.trim().eq_ignore_ascii_case("false"))
-        .filter_map(|(k, _)| k.strip_prefix(PREFIX))
-        .collect();
     volumes
         .iter()
         .filter(|v| {
@@ -364,6 +357,37 @@ impl Engine {
 
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Every service of every running stack: `(stack name, service labels)`. What `realm reap
+    /// --live-from-swarm` reads live run ids from.
+    pub async fn stack_service_labels(
+        &self,
+    ) -> Result<Vec<(String, BTreeMap<String, String>)>, DockerError> {
+        let services = self
+            .docker
+            .list_services(Some(ListServicesOptions {
+                filters: Some(HashMap::from([(
+                    "label".to_owned(),
+                    vec![STACK_LABEL.to_owned()],
+                )])),
+                status: None,
+            }))
+            .await
+            .map_err(|source| DockerError::List {
+                what: "services",
+                stack: "(all stacks)".to_owned(),
+                source,
+            })?;
+        Ok(services
+            .into_iter()
+            .filter_map(|s| {
+                let labels: BTreeMap<String, String> =
+                    s.spec?.labels.unwrap_or_default().into_iter().collect();
+                let stack = labels.get(STACK_LABEL)?.clone();
+                Some((stack, labels))
+            })
+            .collect())
     }
 
     async fn list_services(&self, stack: &str) -> Result<Vec<ServiceObs>, DockerError> {
@@ -737,23 +761,6 @@ impl SwarmView for Engine {
 mod tests {
     use super::*;
 
-    fn service(labels: &[(&str, &str)]) -> ServiceObs {
-        ServiceObs {
-            id: "id".into(),
-            name: "s_app".into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            mode: ServiceMode::Replicated { replicas: 1 },
-            restart: RestartCondition::Any,
-            update_state: None,
-            update_message: None,
-            has_healthcheck: false,
-            tasks: vec![],
-        }
-    }
-
     fn volume(name: &str) -> VolumeObs {
         VolumeObs {
             name: name.into(),
@@ -764,16 +771,9 @@ mod tests {
 
     #[test]
     fn backupbot_false_excludes_the_volume_by_compose_or_full_name() {
-        let services = [
-            service(&[
-                ("backupbot.backup", "true"),
-                ("backupbot.backup.volumes.cache", "false"),
-            ]),
-            service(&[("backupbot.backup.volumes.s_tmp", "False")]),
-            service(&[("backupbot.backup.volumes.data", "true")]),
-        ];
+        let excluded = ["cache".to_owned(), "s_tmp".to_owned()].into();
         let volumes = [volume("s_data"), volume("s_cache"), volume("s_tmp")];
-        let kept: Vec<String> = backed_up_volumes("s", &services, &volumes)
+        let kept: Vec<String> = backed_up_volumes("s", &excluded, &volumes)
             .into_iter()
             .map(|v| v.name)
             .collect();

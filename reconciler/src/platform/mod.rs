@@ -3,6 +3,7 @@
 //! redaction of outside text in messages. May import: nothing of this crate.
 
 pub mod atomic;
+pub mod backupbot;
 pub mod child;
 pub mod deadline;
 pub mod deploy;

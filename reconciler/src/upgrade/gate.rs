@@ -50,6 +50,9 @@ pub struct GatePolicy {
     pub approved: BTreeSet<Version>,
     /// Failed their health gate before; skipped until approved.
     pub failed: BTreeSet<Version>,
+    /// Whether pre-release tags (`-rc1`, `-beta.2`, ...) may be chosen; off by default, so a
+    /// pre-release is never taken by surprise.
+    pub allow_prerelease: bool,
 }
 
 impl Default for GatePolicy {
@@ -58,6 +61,7 @@ impl Default for GatePolicy {
             manual_migration_phrases: default_phrases(),
             approved: BTreeSet::new(),
             failed: BTreeSet::new(),
+            allow_prerelease: false,
         }
     }
 }
@@ -165,6 +169,9 @@ pub struct GateDecision {
     pub holds: Vec<Hold>,
     /// Versions newer than the target that were skipped because they failed before.
     pub skipped_failed: Vec<Version>,
+    /// Pre-releases newer than the target (or `last_good`), skipped because the app does not
+    /// allow pre-releases. Skipped, not held: approving one does not make it a candidate.
+    pub skipped_prerelease: Vec<Version>,
     /// Why a pinned version was refused (e.g. a downgrade); only [`decide_pinned`] sets it.
     pub refused: Option<String>,
 }
@@ -271,6 +278,7 @@ pub fn decide(
     let mut verdicts: Vec<(Version, Verdict)> = releases
         .iter()
         .filter(|r| &r.version > last_good)
+        .filter(|r| policy.allow_prerelease || !r.version.is_prerelease())
         .map(|r| {
             (
                 r.version.clone(),
@@ -288,6 +296,11 @@ pub fn decide(
         verdicts.retain(|(v, _)| v > t);
     }
     let mut decision = GateDecision {
+        skipped_prerelease: skipped_prereleases(
+            &releases,
+            target.as_ref().unwrap_or(last_good),
+            policy,
+        ),
         target,
         ..GateDecision::default()
     };
@@ -308,7 +321,24 @@ pub fn decide(
     decision
 }
 
+/// The pre-releases above `floor` that the policy keeps out of reach.
+fn skipped_prereleases(releases: &[Release], floor: &Version, policy: &GatePolicy) -> Vec<Version> {
+    releases
+        .iter()
+        .map(|r| &r.version)
+        .filter(|v| !policy.allow_prerelease && v.is_prerelease() && *v > floor)
+        .cloned()
+        .collect()
+}
+
 fn bootstrap(releases: &[Release], policy: &GatePolicy) -> GateDecision {
+    let all = releases;
+    let releases: Vec<Release> = releases
+        .iter()
+        .filter(|r| policy.allow_prerelease || !r.version.is_prerelease())
+        .cloned()
+        .collect();
+    let releases = releases.as_slice();
     let usable = |v: &Version| !policy.failed.contains(v) || policy.approved.contains(v);
     let target = releases
         .iter()
@@ -322,9 +352,18 @@ fn bootstrap(releases: &[Release], policy: &GatePolicy) -> GateDecision {
         .filter(|v| !usable(v) && target.as_ref().is_none_or(|t| *v > t))
         .cloned()
         .collect();
+    let skipped_prerelease = all
+        .iter()
+        .map(|r| &r.version)
+        .filter(|v| {
+            !policy.allow_prerelease && v.is_prerelease() && target.as_ref().is_none_or(|t| *v > t)
+        })
+        .cloned()
+        .collect();
     GateDecision {
         target,
         skipped_failed,
+        skipped_prerelease,
         ..GateDecision::default()
     }
 }
@@ -361,6 +400,15 @@ pub fn decide_pinned(
         return refuse(format!(
             "{wanted} is not a published version (no such tag in the recipe)"
         ));
+    }
+    if wanted.is_prerelease() && !policy.allow_prerelease {
+        return GateDecision {
+            refused: Some(format!(
+                "{wanted} is a pre-release and allow_prerelease is not set"
+            )),
+            skipped_prerelease: vec![wanted.clone()],
+            ..GateDecision::default()
+        };
     }
     let Some(lg) = last_good else {
         let failed = policy.failed.contains(wanted) && !policy.approved.contains(wanted);
@@ -791,6 +839,70 @@ mod tests {
             manual_migration_phrase("please run occ upgrade", &custom),
             Some("Run OCC")
         );
+    }
+
+    #[test]
+    fn pre_releases_are_skipped_unless_allowed() {
+        let releases = rel(&[
+            ("1.0.0+1.0", None),
+            ("1.1.0+1.1", None),
+            ("1.2.0+1.2-rc1", None),
+            ("1.2.1+1.2.0-beta.2", None),
+        ]);
+        let strict = GatePolicy::default();
+        let d = decide(Some(&v("1.0.0+1.0")), &releases, &strict);
+        assert_eq!(d.target, Some(v("1.1.0+1.1")));
+        assert!(d.holds.is_empty(), "a skipped pre-release is not a hold");
+        assert_eq!(
+            d.skipped_prerelease,
+            vec![v("1.2.0+1.2-rc1"), v("1.2.1+1.2.0-beta.2")]
+        );
+        // Approving a pre-release does not make it a candidate either.
+        let approved = GatePolicy {
+            approved: set(&["1.2.0+1.2-rc1"]),
+            ..GatePolicy::default()
+        };
+        let d = decide(Some(&v("1.1.0+1.1")), &releases, &approved);
+        assert_eq!(d.target, None);
+        assert_eq!(d.skipped_prerelease.len(), 2);
+        // Bootstrap never starts on a pre-release either.
+        let d = decide(None, &releases, &strict);
+        assert_eq!(d.target, Some(v("1.1.0+1.1")));
+        assert_eq!(d.skipped_prerelease.len(), 2);
+        let only_rc = rel(&[("1.0.0+1.0-rc1", None)]);
+        assert_eq!(decide(None, &only_rc, &strict).target, None);
+        // Opted in: pre-releases are ordinary candidates.
+        let open = GatePolicy {
+            allow_prerelease: true,
+            ..GatePolicy::default()
+        };
+        let d = decide(Some(&v("1.0.0+1.0")), &releases, &open);
+        assert_eq!(d.target, Some(v("1.2.1+1.2.0-beta.2")));
+        assert!(d.skipped_prerelease.is_empty());
+        // Pinned to a pre-release (a canonical): refused without the opt-in.
+        let d = decide_pinned(
+            Some(&v("1.1.0+1.1")),
+            &v("1.2.0+1.2-rc1"),
+            &releases,
+            &strict,
+        );
+        assert_eq!(d.target, None);
+        assert!(d.refused.unwrap().contains("pre-release"));
+        let d = decide_pinned(Some(&v("1.1.0+1.1")), &v("1.2.0+1.2-rc1"), &releases, &open);
+        assert_eq!(d.target, Some(v("1.2.0+1.2-rc1")));
+    }
+
+    #[test]
+    fn zero_minor_bump_is_held_as_major() {
+        let releases = rel(&[
+            ("0.1.0+1.0", None),
+            ("0.1.1+1.0", None),
+            ("0.2.0+1.0", None),
+        ]);
+        let d = decide(Some(&v("0.1.0+1.0")), &releases, &GatePolicy::default());
+        assert_eq!(d.target, Some(v("0.1.1+1.0")));
+        assert_eq!(d.holds.len(), 1);
+        assert_eq!(d.holds[0].key(), "held-major:0.2.0+1.0");
     }
 
     #[test]

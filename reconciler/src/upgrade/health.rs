@@ -5,7 +5,9 @@
 //!   (a task counts once swarm reports it `running`; swarm keeps a task with a healthcheck in
 //!   `starting` until its first check passes, and a container still `starting`/`unhealthy`
 //!   does not count either); one-shots (`replicated-job`, or `restart_policy: none`) count when
-//!   their tasks are all `complete`;
+//!   their tasks are all `complete`; whatever the restart policy, a replica deficit made only of
+//!   slots whose newest task completed with exit 0 counts as converged (a one-shot migration
+//!   with `on-failure`), while a failed task never does;
 //! - no service is in a swarm rollback or paused update state;
 //! - the `<stack>_app` service carries the target's version label;
 //! - every configured HTTP probe answers as expected (`probe.rs`: how a probe reaches the app).
@@ -190,6 +192,16 @@ fn converged(s: &ServiceObs) -> Result<(), String> {
             if up == replicas {
                 return Ok(());
             }
+            // A deficit made only of tasks that finished with exit 0 is a one-shot that did its
+            // work (a migration job with `on-failure`, say), whatever the restart policy; a
+            // failed task is never part of it.
+            let finished = newest_per_slot(s)
+                .values()
+                .filter(|t| completed_ok(t))
+                .count() as u64;
+            if up < replicas && up + finished >= replicas {
+                return Ok(());
+            }
             Err(format!(
                 "service {}: {up}/{replicas} running{}",
                 s.name,
@@ -238,19 +250,10 @@ fn why_not_up(current: &[&TaskObs], all: &[TaskObs]) -> String {
 /// `restart_policy: none`: each slot's newest task must be complete with exit 0, or running.
 /// Older tasks are history from earlier deployments and say nothing about this one.
 fn one_shot_converged(s: &ServiceObs, replicas: u64) -> Result<(), String> {
-    let mut newest: BTreeMap<i64, &TaskObs> = BTreeMap::new();
-    for t in &s.tasks {
-        let slot = t.slot.unwrap_or(0);
-        if newest
-            .get(&slot)
-            .is_none_or(|n| t.created_at > n.created_at)
-        {
-            newest.insert(slot, t);
-        }
-    }
+    let newest = newest_per_slot(s);
     let done = newest
         .values()
-        .filter(|t| is_up(t) || (t.state == TaskState::Complete && t.exit_code.unwrap_or(0) == 0))
+        .filter(|t| is_up(t) || completed_ok(t))
         .count() as u64;
     if done >= replicas {
         return Ok(());
@@ -263,6 +266,27 @@ fn one_shot_converged(s: &ServiceObs, replicas: u64) -> Result<(), String> {
         s.name,
         stuck.map_or(String::new(), |t| format!(" ({})", describe_task(t)))
     ))
+}
+
+/// Each slot's newest task (by creation time); older ones are history of earlier deployments.
+fn newest_per_slot(s: &ServiceObs) -> BTreeMap<i64, &TaskObs> {
+    let mut newest: BTreeMap<i64, &TaskObs> = BTreeMap::new();
+    for t in &s.tasks {
+        let slot = t.slot.unwrap_or(0);
+        if newest
+            .get(&slot)
+            .is_none_or(|n| t.created_at > n.created_at)
+        {
+            newest.insert(slot, t);
+        }
+    }
+    newest
+}
+
+/// A task that ran to completion with exit 0 (swarm reports an exit code only when nonzero
+/// may have happened; `complete` already means the container exited 0).
+fn completed_ok(t: &TaskObs) -> bool {
+    t.state == TaskState::Complete && t.exit_code.unwrap_or(0) == 0
 }
 
 /// Job mode: the newest iteration's tasks must have completed `total` times (global jobs: every

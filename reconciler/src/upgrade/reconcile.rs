@@ -48,7 +48,9 @@ pub trait Platform {
     /// Removes the deployment and waits until no container holds its volumes.
     fn undeploy(&mut self) -> anyhow::Result<()>;
     fn health(&mut self, version: &Version) -> anyhow::Result<Health>;
-    fn take_snapshot(&mut self) -> anyhow::Result<()>;
+    /// Snapshots the volumes holding `version`'s data (minus what backup-bot's labels in that
+    /// version's compose files exclude).
+    fn take_snapshot(&mut self, version: &Version) -> anyhow::Result<()>;
     fn verify_snapshot(&mut self) -> anyhow::Result<Verified>;
     fn restore_snapshot(&mut self) -> anyhow::Result<()>;
 }
@@ -63,6 +65,8 @@ pub struct AppSpec {
     pub pinned: Option<Version>,
     pub initial_version: Option<Version>,
     pub approved: BTreeSet<Version>,
+    /// Whether pre-release tags may be chosen (config `allow_prerelease`).
+    pub allow_prerelease: bool,
     pub manual_migration_phrases: Vec<String>,
     pub on_alert: Option<Vec<String>>,
 }
@@ -218,6 +222,14 @@ impl<'a, P: Platform> Reconciler<'a, P> {
         if let Some(why) = &decision.refused {
             tracing::warn!(app = %self.spec.name, "the wanted version is refused: {why}");
         }
+        for v in &decision.skipped_prerelease {
+            tracing::info!(app = %self.spec.name, version = %v, "skipping a pre-release (set allow_prerelease to take it)");
+        }
+        self.state.skipped_prerelease = decision
+            .skipped_prerelease
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         for v in &decision.skipped_failed {
             tracing::info!(app = %self.spec.name, version = %v, "skipping a version that failed its gate before (approve it to retry)");
         }
@@ -277,6 +289,7 @@ impl<'a, P: Platform> Reconciler<'a, P> {
                 .keys()
                 .filter_map(|v| v.parse().ok())
                 .collect(),
+            allow_prerelease: self.spec.allow_prerelease,
         }
     }
 
@@ -327,7 +340,7 @@ impl<'a, P: Platform> Reconciler<'a, P> {
                 .undeploy()
                 .with_context(|| format!("undeploying {} before its snapshot", self.spec.name))?;
             self.journal(Step::Snapshot, Some(&from), &to, false)?;
-            if let Err(e) = self.platform.take_snapshot() {
+            if let Err(e) = self.platform.take_snapshot(&from) {
                 // The volumes are untouched: bring the old version back and stop here.
                 let reason = format!("{e:#}");
                 tracing::error!(app = %self.spec.name, "snapshot failed: {reason}");

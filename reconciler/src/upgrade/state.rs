@@ -32,6 +32,10 @@ pub struct AppState {
     /// Versions released by `ci-warm approve`.
     #[serde(default)]
     pub approvals: BTreeSet<String>,
+    /// Pre-releases newer than what runs that the last reconcile skipped (the app does not
+    /// allow pre-releases): shown by `status` as skipped, never alerted as held.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub skipped_prerelease: BTreeSet<String>,
     /// The step in progress; `Some` after a crash.
     pub intent: Option<Intent>,
     pub last_run: Option<RunRecord>,

@@ -48,6 +48,18 @@ impl Version {
     pub fn recipe_major(&self) -> u64 {
         self.recipe.0
     }
+
+    /// Whether the tag is a pre-release: its upstream part carries a pre-release word after
+    /// the release number (`1.2-rc1`, `2.0.0-beta.2`, `3-alpha`, `1.0-pre`). A recipe part with
+    /// a pre-release (`1.0.0-rc1+2.0`) does not parse as a version at all, so such a tag is
+    /// never a candidate. Build flavours (`-alpine`, `-fpm`) are not pre-releases.
+    pub fn is_prerelease(&self) -> bool {
+        let up = strip_v(&self.upstream);
+        chunks(up)
+            .iter()
+            .skip(1)
+            .any(|c| matches!(c, Chunk::Text(t) if pre_release_word(t).is_some()))
+    }
 }
 
 impl FromStr for Version {
@@ -247,10 +259,14 @@ fn upstream_major(upstream: &str) -> Option<&str> {
 }
 
 /// Whether going from `from` to `to` is a major bump that the gate holds: the recipe major
-/// grows, or the upstream's leading number grows, or the upstream part changes and either
+/// grows (or, below 1.0.0, the recipe minor), or the upstream's leading number grows, or the upstream part changes and either
 /// side has no leading number to compare (e.g. `latest`), since then nothing says it is safe.
 pub fn is_major(from: &Version, to: &Version) -> bool {
     if to.recipe.0 > from.recipe.0 {
+        return true;
+    }
+    // Semver: below 1.0.0 every minor may break, so `0.x` -> `0.y` is a major bump.
+    if from.recipe.0 == 0 && to.recipe.0 == 0 && to.recipe.1 > from.recipe.1 {
         return true;
     }
     if from.upstream == to.upstream {
@@ -446,6 +462,46 @@ mod tests {
         for (from, to, want) in cases {
             assert_eq!(is_major(&v(from), &v(to)), want, "{from} -> {to}");
         }
+    }
+
+    #[test]
+    fn zero_minor_bumps_are_major() {
+        let cases = [
+            ("0.1.0+1.0", "0.2.0+1.0", true),  // 0.x -> 0.y: semver's major
+            ("0.1.0+1.0", "0.1.5+1.0", false), // 0.x patch
+            ("0.9.0+1.0", "1.0.0+1.0", true),  // 0.x -> 1.0
+            ("1.1.0+1.0", "1.2.0+1.0", false), // >= 1: minors are minors
+        ];
+        for (from, to, want) in cases {
+            assert_eq!(is_major(&v(from), &v(to)), want, "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn pre_releases_are_recognised() {
+        for tag in [
+            "1.0.0+1.2-rc1",
+            "1.0.0+2.0.0-beta.2",
+            "1.0.0+3-alpha",
+            "1.0.0+v1.0-pre",
+            "1.0.0+1.0.0-RC.1",
+            "1.0.0+26.0_dev",
+            "1.0.0+5.0-preview3",
+        ] {
+            assert!(v(tag).is_prerelease(), "{tag}");
+        }
+        for tag in [
+            "1.0.0+1.2",
+            "1.0.0+3.5-alpine",
+            "1.0.0+8.2-fpm",
+            "1.0.0+latest",
+            "1.0.0+1.0-prefork",
+        ] {
+            assert!(!v(tag).is_prerelease(), "{tag}");
+        }
+        // A pre-release recipe part is not a version at all: never a candidate.
+        assert!("1.0.0-rc1+2.0".parse::<Version>().is_err());
+        assert!(parse_tags(["1.0.0-rc1+2.0", "1.0.0+2.0"]) == vec![v("1.0.0+2.0")]);
     }
 
     #[test]

@@ -138,3 +138,85 @@ mod tests {
         assert_eq!(p.delete, ["x-1"]);
     }
 }
+
+/// Where live run ids come from (config `keycloak.live_runs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveSource {
+    /// The value of this label on any service of a running stack.
+    StackLabel(String),
+    /// The run id captured by `{run}` in a stack name.
+    StackPattern(String),
+}
+
+/// The run ids of live runs, from every running stack's name and its services' labels
+/// (`(stack, labels)` per service). Values that are not valid run ids are ignored (they could
+/// not name a realm ci-warm created).
+pub fn live_runs(
+    source: &LiveSource,
+    services: &[(String, std::collections::BTreeMap<String, String>)],
+) -> BTreeSet<String> {
+    let found = services.iter().filter_map(|(stack, labels)| match source {
+        LiveSource::StackLabel(key) => labels.get(key).map(|v| v.trim().to_owned()),
+        LiveSource::StackPattern(p) => run_in_stack_name(p, stack),
+    });
+    found
+        .filter(|run| names::check("run id", run).is_ok())
+        .collect()
+}
+
+/// The `{run}` part of `stack` under `pattern`: `PREFIX{run}SUFFIX` matches exactly, and
+/// `PREFIX{run}SEP*` takes the run up to the first `SEP` (to the end when `SEP` is empty).
+pub fn run_in_stack_name(pattern: &str, stack: &str) -> Option<String> {
+    let (prefix, rest) = pattern.split_once("{run}")?;
+    let tail = stack.strip_prefix(prefix)?;
+    let run = match rest.strip_suffix('*') {
+        Some("") => tail,
+        Some(sep) => &tail[..tail.find(sep)?],
+        None => tail.strip_suffix(rest)?,
+    };
+    (!run.is_empty()).then(|| run.to_owned())
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_from_stack_names() {
+        let m = |p, s| run_in_stack_name(p, s);
+        assert_eq!(
+            m("ci-{run}_*", "ci-1234_demo_example_org"),
+            Some("1234".into())
+        );
+        assert_eq!(m("ci-{run}_*", "ci-1234"), None);
+        assert_eq!(m("ci-{run}_*", "warm-demo_x"), None);
+        assert_eq!(m("ci-{run}", "ci-77"), Some("77".into()));
+        assert_eq!(m("{run}_ci", "r9_ci"), Some("r9".into()));
+        assert_eq!(m("{run}_ci", "r9_cix"), None);
+        assert_eq!(m("run-{run}*", "run-abc"), Some("abc".into()));
+        assert_eq!(m("ci-{run}", "ci-"), None);
+    }
+
+    #[test]
+    fn live_runs_from_labels_or_names() {
+        let svc = |stack: &str, labels: &[(&str, &str)]| {
+            (
+                stack.to_owned(),
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        let services = vec![
+            svc("ci-12_demo", &[("ci.run", "12")]),
+            svc("ci-13_demo", &[("ci.run", " 13 ")]),
+            svc("warm-demo", &[]),
+            svc("ci-x_demo", &[("ci.run", "../master")]),
+        ];
+        let by_label = live_runs(&LiveSource::StackLabel("ci.run".into()), &services);
+        assert_eq!(by_label, ["12", "13"].map(str::to_owned).into());
+        let by_name = live_runs(&LiveSource::StackPattern("ci-{run}_*".into()), &services);
+        assert_eq!(by_name, ["12", "13", "x"].map(str::to_owned).into());
+    }
+}

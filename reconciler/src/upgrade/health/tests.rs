@@ -265,6 +265,49 @@ fn restart_none_one_shot_counts_when_its_newest_task_completed() {
 }
 
 #[test]
+fn a_deficit_of_clean_exits_is_converged_whatever_the_restart_policy() {
+    // An `on-failure` migration job that exited 0: swarm does not restart it, so the service
+    // shows 0/1 running forever; the gate must not wait that out into a false rollback.
+    for restart in [RestartCondition::OnFailure, RestartCondition::Any] {
+        let mut done = task(TaskState::Complete, TaskState::Shutdown, "05");
+        done.exit_code = Some(0);
+        let mut old = task(TaskState::Failed, TaskState::Shutdown, "01");
+        old.exit_code = Some(2);
+        let mut migrate = service("demo_migrate", vec![old, done.clone()]);
+        migrate.restart = restart;
+        let app = app("1.0.0+1", vec![running("01")]);
+        assert!(
+            decide(&expected("1.0.0+1"), &[app.clone(), migrate.clone()], &[]).is_healthy(),
+            "{restart:?}"
+        );
+        // Two replicas: one still running, one done.
+        let mut two = migrate.clone();
+        two.mode = ServiceMode::Replicated { replicas: 2 };
+        let mut other = running("06");
+        other.slot = Some(2);
+        two.tasks.push(other);
+        assert!(decide(&expected("1.0.0+1"), &[app.clone(), two], &[]).is_healthy());
+        // The newest task failed: it still fails the gate, naming the failure.
+        let mut failed = task(TaskState::Failed, TaskState::Shutdown, "09");
+        failed.exit_code = Some(1);
+        failed.error = Some("task: non-zero exit (1)".into());
+        migrate.tasks.push(failed);
+        let r = reason(decide(
+            &expected("1.0.0+1"),
+            &[app.clone(), migrate.clone()],
+            &[],
+        ));
+        assert!(r.starts_with("service demo_migrate: 0/1 running"), "{r}");
+        assert!(r.contains("exit 1"), "{r}");
+        // A task retrying after a failure (starting) is not complete either.
+        migrate
+            .tasks
+            .push(task(TaskState::Starting, TaskState::Running, "10"));
+        assert!(!decide(&expected("1.0.0+1"), &[app, migrate], &[]).is_healthy());
+    }
+}
+
+#[test]
 fn rollback_and_paused_states_fail_and_are_settled() {
     for (state, name) in [
         (UpdateState::RollbackStarted, "rollback_started"),

@@ -73,7 +73,7 @@ impl Platform for Fake {
             _ => Health::Unhealthy("not deployed".into()),
         })
     }
-    fn take_snapshot(&mut self) -> anyhow::Result<()> {
+    fn take_snapshot(&mut self, _: &Version) -> anyhow::Result<()> {
         self.log.push("snapshot".into());
         if self.fail_snapshot {
             anyhow::bail!("not enough space for the snapshot");
@@ -116,6 +116,7 @@ fn catalogue() -> Vec<(String, Option<String>)> {
 
 fn spec(stateful: bool) -> AppSpec {
     AppSpec {
+        allow_prerelease: false,
         name: "demo".into(),
         recipe: "demo".into(),
         stateful,
@@ -567,4 +568,37 @@ fn a_corrupt_snapshot_alerts_once_and_later_ticks_leave_the_app_alone() {
     assert_eq!(w.fake.deployed, Some(v("1.1.0+1.0.0")));
     assert_eq!(w.fake.volume, "marker by 1.0.0+1.0.0");
     assert!(w.state().intent.is_none());
+}
+
+#[test]
+fn a_pre_release_is_skipped_not_held_unless_allowed() {
+    let mut w = World::new(1);
+    let s = spec(true);
+    w.run(&s);
+    w.fake.releases.push(("1.1.0+1.1.0-rc1".into(), None));
+    assert_eq!(
+        w.run(&s),
+        Outcome::NoOp {
+            version: v("1.0.0+1.0.0")
+        }
+    );
+    let st = w.state();
+    assert_eq!(
+        st.skipped_prerelease.iter().collect::<Vec<_>>(),
+        ["1.1.0+1.1.0-rc1"]
+    );
+    assert!(st.alerted_holds.is_empty());
+    assert!(w.alerts().is_empty(), "{:?}", w.kinds());
+    let allowed = AppSpec {
+        allow_prerelease: true,
+        ..spec(true)
+    };
+    assert_eq!(
+        w.run(&allowed),
+        Outcome::Upgraded {
+            from: v("1.0.0+1.0.0"),
+            to: v("1.1.0+1.1.0-rc1")
+        }
+    );
+    assert!(w.state().skipped_prerelease.is_empty());
 }
