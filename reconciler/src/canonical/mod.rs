@@ -12,8 +12,10 @@
 //! (1) first restores the known-good when a quick run left the volumes drifted (otherwise the
 //! upgrade's protective snapshot would capture a PR's data), (2) runs the usual health-gated,
 //! snapshot-protected state machine, and (3) after a successful upgrade or bootstrap undeploys
-//! and snapshots again, so the known-good moves to the new version. A canonical then rests
-//! undeployed; a quick run deploys it for the run's duration.
+//! and snapshots again, so the known-good moves to the new version. (1) and (3) are journaled
+//! steps of that state machine (`AppSpec::canonical`; this module only tells it about the drift
+//! marker), so they are alerted on failure and finished after a kill. A canonical then rests
+//! undeployed, also after a failed upgrade; a quick run deploys it for the run's duration.
 
 pub mod promote;
 pub mod quick;
@@ -233,38 +235,48 @@ pub fn reconcile(
         tracing::warn!(app = %app, r#ref = %d.r#ref, "an interrupted run left no known-good to restore; reconciling as usual");
         clear_drift(&app_dir)?;
     }
-    let upgrading = state.intent.is_none()
-        && state
-            .last_good
-            .as_ref()
-            .is_some_and(|last_good| *last_good != version);
-    if upgrading && let Some(d) = drift(&app_dir)? {
-        tracing::info!(app = %app, r#ref = %d.r#ref, "a quick run left the volumes drifted; restoring the known-good before the upgrade");
-        restore_known_good(&mut platform)?;
-    }
-    let outcome = Reconciler::new(&spec, &config.state_dir, &mut platform)?.run();
+    let outcome = Reconciler::new(&spec, &config.state_dir, &mut Canonical(&mut platform))?.run();
+    // The last snapshot taken is the known-good when the run refreshed it.
     *snapshot = platform.last_snapshot.take();
     let outcome = outcome?;
-    if matches!(
-        outcome,
-        Outcome::Upgraded { .. } | Outcome::Bootstrapped { .. }
-    ) {
-        refresh_known_good(&mut platform, &version).with_context(|| {
-            format!(
-                "{app}: {outcome}, but refreshing the known-good snapshot failed (the previous one \
-                 is kept); run `ci-warm canonical rewarm {recipe}`"
-            )
-        })?;
-        // The metrics report the snapshot that now is the known-good.
-        if let Some(summary) = platform.last_snapshot.take() {
-            *snapshot = Some(summary);
-        }
-    }
     Ok((
         outcome.name().to_owned(),
         outcome.to_string(),
         outcome.exit_code(),
     ))
+}
+
+/// The live platform of a canonical, with its drift marker (`drift.json`) for the state machine.
+struct Canonical<'a>(&'a mut LivePlatform);
+
+impl Platform for Canonical<'_> {
+    fn releases(&mut self) -> anyhow::Result<Vec<crate::upgrade::gate::Release>> {
+        self.0.releases()
+    }
+    fn deploy(&mut self, version: &Version) -> anyhow::Result<()> {
+        self.0.deploy(version)
+    }
+    fn undeploy(&mut self) -> anyhow::Result<()> {
+        self.0.undeploy()
+    }
+    fn health(&mut self, version: &Version) -> anyhow::Result<crate::upgrade::reconcile::Health> {
+        self.0.health(version)
+    }
+    fn take_snapshot(&mut self, version: &Version) -> anyhow::Result<()> {
+        self.0.take_snapshot(version)
+    }
+    fn verify_snapshot(&mut self) -> anyhow::Result<Verified> {
+        self.0.verify_snapshot()
+    }
+    fn restore_snapshot(&mut self) -> anyhow::Result<()> {
+        self.0.restore_snapshot()
+    }
+    fn drifted(&mut self) -> anyhow::Result<bool> {
+        Ok(drift(self.0.app_dir())?.is_some())
+    }
+    fn drift_cleared(&mut self) -> anyhow::Result<()> {
+        clear_drift(self.0.app_dir())
+    }
 }
 
 /// A quick run (or rewarm) died mid-way: the volumes may hold a PR's data and its ref may still

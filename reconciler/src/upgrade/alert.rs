@@ -65,6 +65,11 @@ pub enum Kind {
     SnapshotFailed,
     /// The first deployment of an app failed its gate (nothing to roll back to).
     BootstrapFailed,
+    /// A canonical's known-good could not be restored over drifted volumes before its upgrade;
+    /// the upgrade was not attempted.
+    CanonicalRestoreFailed,
+    /// A canonical passed its gate, but its known-good could not be refreshed to the new version.
+    CanonicalRefreshFailed,
 }
 
 impl Kind {
@@ -79,6 +84,8 @@ impl Kind {
             Kind::DiskLow => "disk-low",
             Kind::BootstrapFailed => "bootstrap-failed",
             Kind::SnapshotFailed => "snapshot-failed",
+            Kind::CanonicalRestoreFailed => "canonical-restore-failed",
+            Kind::CanonicalRefreshFailed => "canonical-refresh-failed",
         }
     }
 }

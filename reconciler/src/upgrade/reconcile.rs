@@ -53,6 +53,14 @@ pub trait Platform {
     fn take_snapshot(&mut self, version: &Version) -> anyhow::Result<()>;
     fn verify_snapshot(&mut self) -> anyhow::Result<Verified>;
     fn restore_snapshot(&mut self) -> anyhow::Result<()>;
+    /// Canonicals: whether a quick run left the volumes different from the known-good snapshot.
+    fn drifted(&mut self) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+    /// Canonicals: the volumes equal the known-good snapshot again (it was just restored).
+    fn drift_cleared(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// The app-level facts the state machine needs besides the platform.
@@ -69,6 +77,10 @@ pub struct AppSpec {
     pub allow_prerelease: bool,
     pub manual_migration_phrases: Vec<String>,
     pub on_alert: Option<Vec<String>>,
+    /// A canonical: it rests undeployed, its snapshot is its known-good, restored over drifted
+    /// volumes before an upgrade and refreshed after one (journaled steps like the others); a
+    /// rollback ends with the known-good restored and the canonical undeployed.
+    pub canonical: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +114,12 @@ pub enum Outcome {
     Aborted {
         reason: String,
     },
+    /// A canonical passed its gate on `version`, but its known-good could not be refreshed;
+    /// the step stays journaled and the next run finishes it.
+    RefreshFailed {
+        version: Version,
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -117,7 +135,7 @@ impl Outcome {
             Outcome::Interrupted { recovered: false } | Outcome::NotRecovered { .. } => {
                 exit::NOT_RECOVERED
             }
-            Outcome::Aborted { .. } => exit::FAILURE,
+            Outcome::Aborted { .. } | Outcome::RefreshFailed { .. } => exit::FAILURE,
         }
     }
 
@@ -131,6 +149,7 @@ impl Outcome {
             Outcome::Interrupted { .. } => "interrupted",
             Outcome::NotRecovered { .. } => "not-recovered",
             Outcome::Aborted { .. } => "aborted",
+            Outcome::RefreshFailed { .. } => "refresh-failed",
         }
     }
 }
@@ -160,6 +179,11 @@ impl std::fmt::Display for Outcome {
             ),
             Outcome::NotRecovered { reason } => write!(f, "NOT recovered: {reason}"),
             Outcome::Aborted { reason } => write!(f, "upgrade aborted: {reason}"),
+            Outcome::RefreshFailed { version, reason } => write!(
+                f,
+                "{version} passed its gate, but refreshing the known-good failed (the previous one \
+                 is kept; the next run retries): {reason}"
+            ),
         }
     }
 }
@@ -304,6 +328,12 @@ impl<'a, P: Platform> Reconciler<'a, P> {
             Ok(Health::Healthy) => {
                 self.state.last_good = Some(target.clone());
                 self.state.deployed = Some(target.to_string());
+                if self.spec.canonical {
+                    let done = Outcome::Bootstrapped {
+                        version: target.clone(),
+                    };
+                    return self.refresh_known_good(None, &target, done, None);
+                }
                 self.state.intent = None;
                 self.save()?;
                 Ok(Outcome::Bootstrapped { version: target })
@@ -334,6 +364,15 @@ impl<'a, P: Platform> Reconciler<'a, P> {
 
     fn upgrade(&mut self, from: Version, to: Version) -> anyhow::Result<Outcome> {
         tracing::info!(app = %self.spec.name, %from, %to, stateful = self.spec.stateful, "upgrading");
+        if self.spec.canonical
+            && self
+                .platform
+                .drifted()
+                .context("reading whether a quick run left the volumes drifted")?
+            && let Some(stopped) = self.restore_known_good(&from, &to, None)?
+        {
+            return Ok(stopped);
+        }
         if self.spec.stateful {
             self.journal(Step::Undeploy, Some(&from), &to, false)?;
             self.platform
@@ -356,9 +395,16 @@ impl<'a, P: Platform> Reconciler<'a, P> {
             Ok(Health::Healthy) => {
                 self.state.last_good = Some(to.clone());
                 self.state.deployed = Some(to.to_string());
+                tracing::info!(app = %self.spec.name, %from, %to, "upgraded");
+                if self.spec.canonical {
+                    let done = Outcome::Upgraded {
+                        from: from.clone(),
+                        to: to.clone(),
+                    };
+                    return self.refresh_known_good(Some(&from), &to, done, None);
+                }
                 self.state.intent = None;
                 self.save()?;
-                tracing::info!(app = %self.spec.name, %from, %to, "upgraded");
                 Ok(Outcome::Upgraded { from, to })
             }
             Err(e) if gate_unknown(&e) => self.stop_gate_unknown(e, Some(&from), &to),
@@ -398,7 +444,7 @@ impl<'a, P: Platform> Reconciler<'a, P> {
             Err(e) => (false, Some(format!("{e:#}"))),
         };
         if recovered {
-            self.state.deployed = Some(from.to_string());
+            self.state.deployed = (!self.spec.canonical).then(|| from.to_string());
             self.state.intent = None;
         }
         self.save()?;
@@ -411,10 +457,15 @@ impl<'a, P: Platform> Reconciler<'a, P> {
         error.extend(detail.clone());
         let message = if recovered {
             format!(
-                "{} {attempted}: {reason}; rolled back to {from}{}",
+                "{} {attempted}: {reason}; rolled back to {from}{}{}",
                 self.spec.name,
                 if data_touched && self.spec.stateful {
                     " with its data restored"
+                } else {
+                    ""
+                },
+                if self.spec.canonical {
+                    "; the canonical rests undeployed with its known-good"
                 } else {
                     ""
                 }
@@ -463,21 +514,19 @@ impl<'a, P: Platform> Reconciler<'a, P> {
                 .undeploy()
                 .context("undeploying the failed version")?;
             if data_touched {
-                match self
-                    .platform
-                    .verify_snapshot()
-                    .context("verifying the snapshot")?
-                {
-                    Verified::Ok => {}
-                    Verified::Missing => {
-                        return Err(SnapshotCorrupt(vec!["no snapshot to restore".into()]).into());
-                    }
-                    Verified::Corrupt(problems) => return Err(SnapshotCorrupt(problems).into()),
-                }
+                self.verify_snapshot()?;
                 self.journal(Step::RollbackRestore, Some(from), attempted, true)?;
                 self.platform
                     .restore_snapshot()
                     .context("restoring the snapshot")?;
+                if self.spec.canonical {
+                    self.platform.drift_cleared()?;
+                }
+            }
+            if self.spec.canonical {
+                // A canonical rests undeployed: its rollback ends with the known-good on the
+                // volumes, not with a redeploy.
+                return Ok(Health::Healthy);
             }
         }
         self.journal(Step::RollbackDeploy, Some(from), attempted, false)?;
@@ -488,16 +537,195 @@ impl<'a, P: Platform> Reconciler<'a, P> {
         self.platform.health(from)
     }
 
+    /// A missing or corrupt snapshot is a typed [`SnapshotCorrupt`] error: never restored.
+    fn verify_snapshot(&mut self) -> anyhow::Result<()> {
+        match self
+            .platform
+            .verify_snapshot()
+            .context("verifying the snapshot")?
+        {
+            Verified::Ok => Ok(()),
+            Verified::Missing => Err(SnapshotCorrupt(vec!["no snapshot to restore".into()]).into()),
+            Verified::Corrupt(problems) => Err(SnapshotCorrupt(problems).into()),
+        }
+    }
+
+    /// A canonical's volumes were left drifted by a quick run: put the known-good back before
+    /// the upgrade, so its protective snapshot never captures a PR's data. `None`: done, go on.
+    /// `recovering`: an unfinished step found by this run (its reason, and whether a failure
+    /// of it was alerted already).
+    fn restore_known_good(
+        &mut self,
+        from: &Version,
+        to: &Version,
+        recovering: Option<(&str, bool)>,
+    ) -> anyhow::Result<Option<Outcome>> {
+        tracing::info!(app = %self.spec.name, "a quick run left the volumes drifted; restoring the known-good");
+        self.journal(Step::RestoreKnownGood, Some(from), to, true)?;
+        let result = self
+            .platform
+            .undeploy()
+            .context("undeploying before restoring the known-good")
+            .and_then(|()| self.verify_snapshot())
+            .and_then(|()| {
+                self.platform
+                    .restore_snapshot()
+                    .context("restoring the known-good")
+            })
+            .and_then(|()| self.platform.drift_cleared());
+        let what = "restoring the known-good over volumes a quick run left drifted";
+        let e = match result {
+            Ok(()) => {
+                self.state.deployed = None;
+                self.state.intent = None;
+                self.save()?;
+                return match recovering {
+                    None => Ok(None),
+                    Some((reason, _)) => {
+                        self.known_good_recovered(to, reason, "the known-good is restored")?;
+                        Ok(Some(Outcome::Interrupted { recovered: true }))
+                    }
+                };
+            }
+            Err(e) => e,
+        };
+        if let Some(corrupt) = e.downcast_ref::<SnapshotCorrupt>() {
+            let problems = corrupt.0.clone();
+            return self
+                .halt_on_corrupt_snapshot(from, to, what.to_owned(), problems)
+                .map(Some);
+        }
+        let reason = format!("{what} failed: {e:#}");
+        let outcome =
+            self.stop_known_good(Kind::CanonicalRestoreFailed, to, &reason, recovering)?;
+        Ok(Some(outcome.unwrap_or(Outcome::Aborted { reason })))
+    }
+
+    /// A canonical passed its gate on `to` (state says so already): undeploy it and snapshot
+    /// the volumes as the new known-good. `done` is the outcome when that works.
+    fn refresh_known_good(
+        &mut self,
+        from: Option<&Version>,
+        to: &Version,
+        done: Outcome,
+        recovering: Option<(&str, bool)>,
+    ) -> anyhow::Result<Outcome> {
+        self.journal(Step::RefreshKnownGood, from, to, true)?;
+        let result = self
+            .platform
+            .undeploy()
+            .context("undeploying to snapshot the known-good")
+            .and_then(|()| {
+                self.platform
+                    .take_snapshot(to)
+                    .context("snapshotting the known-good")
+            })
+            .and_then(|()| self.platform.drift_cleared());
+        match result {
+            Ok(()) => {
+                self.state.deployed = None;
+                self.state.intent = None;
+                self.save()?;
+                match recovering {
+                    None => Ok(done),
+                    Some((reason, _)) => {
+                        self.known_good_recovered(
+                            to,
+                            reason,
+                            "the known-good refresh is finished",
+                        )?;
+                        Ok(Outcome::Interrupted { recovered: true })
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = format!("refreshing the known-good to {to} failed: {e:#}");
+                let outcome =
+                    self.stop_known_good(Kind::CanonicalRefreshFailed, to, &reason, recovering)?;
+                Ok(outcome.unwrap_or(Outcome::RefreshFailed {
+                    version: to.clone(),
+                    reason,
+                }))
+            }
+        }
+    }
+
+    /// A canonical step failed: it stays journaled (the next run retries it), alerted once
+    /// (`kind`, or `interrupted` when finishing a killed run's step). `Some` when recovering.
+    fn stop_known_good(
+        &mut self,
+        kind: Kind,
+        to: &Version,
+        reason: &str,
+        recovering: Option<(&str, bool)>,
+    ) -> anyhow::Result<Option<Outcome>> {
+        tracing::error!(app = %self.spec.name, "{reason}");
+        self.stop(reason, false)?;
+        let (kind, message, error, alerted) = match recovering {
+            None => (
+                kind,
+                format!(
+                    "{}: {reason}; the step stays journaled and the next run retries it",
+                    self.spec.name
+                ),
+                vec![reason.to_owned()],
+                false,
+            ),
+            Some((why, alerted)) => (
+                Kind::Interrupted,
+                format!(
+                    "{}: {why}; finishing it failed: {reason}; the next run retries it",
+                    self.spec.name
+                ),
+                vec![why.to_owned(), reason.to_owned()],
+                alerted,
+            ),
+        };
+        if !alerted {
+            self.alert(
+                kind,
+                NewAlert {
+                    message,
+                    attempted: Some(to.to_string()),
+                    recovered: false,
+                    error,
+                    ..NewAlert::default()
+                },
+            )?;
+        }
+        Ok(recovering.map(|_| Outcome::Interrupted { recovered: false }))
+    }
+
+    fn known_good_recovered(&self, to: &Version, why: &str, done: &str) -> anyhow::Result<()> {
+        self.alert(
+            Kind::Interrupted,
+            NewAlert {
+                message: format!(
+                    "{}: {why}; {done} and the canonical rests undeployed",
+                    self.spec.name
+                ),
+                attempted: Some(to.to_string()),
+                recovered: true,
+                error: vec![why.to_owned()],
+                ..NewAlert::default()
+            },
+        )
+    }
+
     fn redeploy_after_snapshot_failure(
         &mut self,
         from: &Version,
         to: &Version,
         reason: String,
     ) -> anyhow::Result<Outcome> {
-        let health = self
-            .platform
-            .deploy(from)
-            .and_then(|()| self.platform.health(from));
+        // A canonical rests undeployed: its volumes are untouched, nothing to bring back.
+        let health = match self.spec.canonical {
+            true => Ok(Health::Healthy),
+            false => self
+                .platform
+                .deploy(from)
+                .and_then(|()| self.platform.health(from)),
+        };
         let recovered = matches!(health, Ok(Health::Healthy));
         self.state.intent = None;
         self.save()?;
@@ -535,6 +763,24 @@ impl<'a, P: Platform> Reconciler<'a, P> {
                 intent.pid, intent.step, intent.to
             ),
         };
+        let alerted = intent.stopped.is_some();
+        match (intent.step, intent.from.clone()) {
+            (Step::RefreshKnownGood, from) => {
+                let done = Outcome::Interrupted { recovered: true };
+                return self.refresh_known_good(
+                    from.as_ref(),
+                    &intent.to,
+                    done,
+                    Some((&reason, alerted)),
+                );
+            }
+            (Step::RestoreKnownGood, Some(from)) => {
+                let outcome =
+                    self.restore_known_good(&from, &intent.to, Some((&reason, alerted)))?;
+                return Ok(outcome.unwrap_or(Outcome::Interrupted { recovered: true }));
+            }
+            _ => {}
+        }
         match intent.from.clone().or_else(|| self.state.last_good.clone()) {
             Some(from) => {
                 let touched = intent.data_touched

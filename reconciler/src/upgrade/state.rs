@@ -59,6 +59,12 @@ pub enum Step {
     RollbackRestore,
     RollbackDeploy,
     RollbackGate,
+    /// A canonical: the known-good is restored over volumes a quick run left drifted, before
+    /// its upgrade (undeploy, verify, restore). Recovered by finishing it.
+    RestoreKnownGood,
+    /// A canonical: after its upgrade (or bootstrap) passed the gate, it is undeployed and
+    /// snapshotted as the new known-good. Recovered by finishing it.
+    RefreshKnownGood,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -22,6 +22,9 @@ struct Fake {
     /// The health gate cannot observe anything (Docker unreachable until its deadline).
     docker_down: bool,
     verifies: usize,
+    /// A canonical's drift marker: a quick run left the volumes different from the known-good.
+    drift: bool,
+    fail_restore: bool,
     log: Vec<String>,
 }
 
@@ -93,7 +96,17 @@ impl Platform for Fake {
     }
     fn restore_snapshot(&mut self) -> anyhow::Result<()> {
         self.log.push("restore".into());
+        if self.fail_restore {
+            anyhow::bail!("restoring volume data: permission denied");
+        }
         self.volume = self.snapshot.clone().unwrap_or_default();
+        Ok(())
+    }
+    fn drifted(&mut self) -> anyhow::Result<bool> {
+        Ok(self.drift)
+    }
+    fn drift_cleared(&mut self) -> anyhow::Result<()> {
+        self.drift = false;
         Ok(())
     }
 }
@@ -125,6 +138,7 @@ fn spec(stateful: bool) -> AppSpec {
         approved: BTreeSet::new(),
         manual_migration_phrases: gate::default_phrases(),
         on_alert: None,
+        canonical: false,
     }
 }
 
@@ -601,4 +615,247 @@ fn a_pre_release_is_skipped_not_held_unless_allowed() {
         }
     );
     assert!(w.state().skipped_prerelease.is_empty());
+}
+
+/// A canonical pinned to `version` (its registry entry).
+fn canonical(version: &str) -> AppSpec {
+    AppSpec {
+        pinned: Some(v(version)),
+        initial_version: Some(v(version)),
+        canonical: true,
+        ..spec(true)
+    }
+}
+
+/// A canonical bootstrapped on 1.0.0 (known-good = its data), then drifted by a quick run.
+fn drifted_canonical() -> World {
+    let mut w = World::new(3);
+    let out = w.run(&canonical("1.0.0+1.0.0"));
+    assert_eq!(
+        out,
+        Outcome::Bootstrapped {
+            version: v("1.0.0+1.0.0")
+        }
+    );
+    assert_eq!(w.fake.log, ["deploy 1.0.0+1.0.0", "undeploy", "snapshot"]);
+    assert_eq!(w.fake.deployed, None, "a canonical rests undeployed");
+    assert_eq!(w.state().deployed, None);
+    w.fake.volume = "pr data".into();
+    w.fake.drift = true;
+    w.fake.log.clear();
+    w
+}
+
+fn journal(w: &World, step: Step, from: Option<&str>, to: &str, last_good: &str) {
+    let mut st = w.state();
+    st.last_good = Some(v(last_good));
+    st.intent = Some(Intent {
+        step,
+        from: from.map(v),
+        to: v(to),
+        data_touched: true,
+        started_at: "2026-11-22T00:00:00Z".into(),
+        pid: 4242,
+        stopped: None,
+    });
+    st.save(&w.dir.path().join("demo")).unwrap();
+}
+
+#[test]
+fn a_canonical_upgrade_restores_the_drift_then_refreshes_the_known_good() {
+    let mut w = drifted_canonical();
+    let out = w.run(&canonical("1.1.0+1.0.0"));
+    assert_eq!(
+        out,
+        Outcome::Upgraded {
+            from: v("1.0.0+1.0.0"),
+            to: v("1.1.0+1.0.0")
+        }
+    );
+    assert_eq!(
+        w.fake.log,
+        [
+            "undeploy",
+            "restore",
+            "undeploy",
+            "snapshot",
+            "deploy 1.1.0+1.0.0",
+            "undeploy",
+            "snapshot"
+        ]
+    );
+    assert!(!w.fake.drift);
+    assert_eq!(w.fake.deployed, None);
+    assert_eq!(w.fake.snapshot.as_deref(), Some("marker by 1.0.0+1.0.0"));
+    let st = w.state();
+    assert_eq!((st.deployed, st.intent), (None, None));
+    assert!(w.alerts().is_empty());
+}
+
+#[test]
+fn a_failed_canonical_upgrade_ends_undeployed_with_its_known_good() {
+    let mut w = drifted_canonical();
+    w.fake.broken.insert("1.1.0+1.0.0".into());
+    let out = w.run(&canonical("1.1.0+1.0.0"));
+    assert_eq!(
+        out,
+        Outcome::RolledBack {
+            attempted: v("1.1.0+1.0.0"),
+            to: v("1.0.0+1.0.0")
+        }
+    );
+    assert_eq!(
+        w.fake.log[4..],
+        ["deploy 1.1.0+1.0.0", "undeploy", "restore"]
+    );
+    assert_eq!(w.fake.deployed, None, "not redeployed");
+    assert_eq!(w.fake.volume, "marker by 1.0.0+1.0.0");
+    assert_eq!(w.fake.snapshot.as_deref(), Some("marker by 1.0.0+1.0.0"));
+    let st = w.state();
+    assert_eq!(st.deployed, None);
+    assert_eq!(st.last_good, Some(v("1.0.0+1.0.0")));
+    assert_eq!(w.kinds(), [Kind::RolledBack]);
+    assert!(w.alerts()[0].message.contains("rests undeployed"));
+}
+
+#[test]
+fn a_failed_drift_restore_alerts_once_and_is_retried() {
+    let mut w = drifted_canonical();
+    w.fake.fail_restore = true;
+    let c = canonical("1.1.0+1.0.0");
+    let out = w.run(&c);
+    assert!(matches!(out, Outcome::Aborted { .. }), "{out:?}");
+    assert_eq!(out.exit_code(), exit::FAILURE);
+    assert!(!w.fake.log.iter().any(|l| l.starts_with("deploy")));
+    assert_eq!(w.kinds(), [Kind::CanonicalRestoreFailed]);
+    assert!(!w.alerts()[0].recovered);
+    let intent = w.state().intent.unwrap();
+    assert_eq!(intent.step, Step::RestoreKnownGood);
+    assert!(intent.stopped.is_some());
+    // Still failing: retried quietly.
+    assert_eq!(w.run(&c), Outcome::Interrupted { recovered: false });
+    assert_eq!(w.kinds().len(), 1);
+    // Fixed: the next run finishes it and says so; the one after upgrades.
+    w.fake.fail_restore = false;
+    assert_eq!(w.run(&c), Outcome::Interrupted { recovered: true });
+    assert_eq!(w.kinds(), [Kind::CanonicalRestoreFailed, Kind::Interrupted]);
+    assert!(w.alerts()[1].recovered);
+    assert!(!w.fake.drift);
+    assert_eq!(w.fake.volume, "marker by 1.0.0+1.0.0");
+    assert!(matches!(w.run(&c), Outcome::Upgraded { .. }));
+}
+
+#[test]
+fn a_failed_known_good_refresh_alerts_and_the_next_run_finishes_it() {
+    let mut w = drifted_canonical();
+    w.fake.drift = false;
+    w.fake.volume = "marker by 1.0.0+1.0.0".into();
+    w.fake.fail_snapshot = true;
+    let c = canonical("1.1.0+1.0.0");
+    // The protective snapshot fails first: the upgrade is not attempted, nothing redeployed.
+    let out = w.run(&c);
+    assert!(matches!(out, Outcome::Aborted { .. }), "{out:?}");
+    assert_eq!(w.fake.deployed, None);
+    assert_eq!(w.kinds(), [Kind::SnapshotFailed]);
+    // Now the protective snapshot works, the refresh's does not.
+    w.fake.fail_snapshot = false;
+    w.fake.broken.clear();
+    struct FailSecond<'a>(&'a mut Fake, usize);
+    impl Platform for FailSecond<'_> {
+        fn releases(&mut self) -> anyhow::Result<Vec<Release>> {
+            self.0.releases()
+        }
+        fn deploy(&mut self, v: &Version) -> anyhow::Result<()> {
+            self.0.deploy(v)
+        }
+        fn undeploy(&mut self) -> anyhow::Result<()> {
+            self.0.undeploy()
+        }
+        fn health(&mut self, v: &Version) -> anyhow::Result<Health> {
+            self.0.health(v)
+        }
+        fn take_snapshot(&mut self, v: &Version) -> anyhow::Result<()> {
+            self.1 += 1;
+            self.0.fail_snapshot = self.1 == 2;
+            self.0.take_snapshot(v)
+        }
+        fn verify_snapshot(&mut self) -> anyhow::Result<Verified> {
+            self.0.verify_snapshot()
+        }
+        fn restore_snapshot(&mut self) -> anyhow::Result<()> {
+            self.0.restore_snapshot()
+        }
+    }
+    let out = Reconciler::new(&c, w.dir.path(), &mut FailSecond(&mut w.fake, 0))
+        .unwrap()
+        .run()
+        .unwrap();
+    assert!(matches!(out, Outcome::RefreshFailed { .. }), "{out:?}");
+    assert_eq!(out.exit_code(), exit::FAILURE);
+    assert_eq!(w.kinds()[1..], [Kind::CanonicalRefreshFailed]);
+    let st = w.state();
+    assert_eq!(st.last_good, Some(v("1.1.0+1.0.0")), "the upgrade passed");
+    assert_eq!(st.intent.as_ref().unwrap().step, Step::RefreshKnownGood);
+    // Still failing: quiet. Then fixed: finished, alerted `interrupted`, recovered.
+    w.fake.fail_snapshot = true;
+    assert_eq!(w.run(&c), Outcome::Interrupted { recovered: false });
+    assert_eq!(w.kinds().len(), 2);
+    w.fake.fail_snapshot = false;
+    w.fake.volume = "marker by 1.1.0".into();
+    assert_eq!(w.run(&c), Outcome::Interrupted { recovered: true });
+    assert_eq!(w.fake.snapshot.as_deref(), Some("marker by 1.1.0"));
+    assert_eq!(w.kinds()[2], Kind::Interrupted);
+    let st = w.state();
+    assert_eq!((st.deployed, st.intent), (None, None));
+    assert_eq!(
+        w.run(&c),
+        Outcome::NoOp {
+            version: v("1.1.0+1.0.0")
+        }
+    );
+}
+
+#[test]
+fn a_kill_during_the_known_good_refresh_is_finished_not_rolled_back() {
+    let mut w = drifted_canonical();
+    w.fake.drift = false;
+    // Killed after the gate passed on 1.1.0 and the undeploy, before the snapshot.
+    w.fake.volume = "data of 1.1.0".into();
+    journal(
+        &w,
+        Step::RefreshKnownGood,
+        Some("1.0.0+1.0.0"),
+        "1.1.0+1.0.0",
+        "1.1.0+1.0.0",
+    );
+    let out = w.run(&canonical("1.1.0+1.0.0"));
+    assert_eq!(out, Outcome::Interrupted { recovered: true });
+    assert_eq!(w.fake.log, ["undeploy", "snapshot"]);
+    assert_eq!(w.fake.snapshot.as_deref(), Some("data of 1.1.0"));
+    assert_eq!(w.fake.volume, "data of 1.1.0");
+    let st = w.state();
+    assert_eq!(st.last_good, Some(v("1.1.0+1.0.0")));
+    assert_eq!((st.deployed, st.intent), (None, None));
+    assert_eq!(w.kinds(), [Kind::Interrupted]);
+    assert!(w.alerts()[0].recovered);
+}
+
+#[test]
+fn a_kill_during_the_drift_restore_is_finished_on_the_next_run() {
+    let mut w = drifted_canonical();
+    journal(
+        &w,
+        Step::RestoreKnownGood,
+        Some("1.0.0+1.0.0"),
+        "1.1.0+1.0.0",
+        "1.0.0+1.0.0",
+    );
+    let out = w.run(&canonical("1.1.0+1.0.0"));
+    assert_eq!(out, Outcome::Interrupted { recovered: true });
+    assert_eq!(w.fake.log, ["undeploy", "restore"]);
+    assert_eq!(w.fake.volume, "marker by 1.0.0+1.0.0");
+    assert!(!w.fake.drift);
+    assert_eq!(w.fake.deployed, None);
+    assert_eq!(w.kinds(), [Kind::Interrupted]);
+    assert!(w.state().intent.is_none());
 }
