@@ -5,6 +5,10 @@
 //! the version is not older than the registry's. Every attempt, promoted or not, is appended
 //! to `<state_dir>/promotions.jsonl` with the reason, so "why did my green run not promote?" is
 //! answered on disk. The first promotion of a recipe seeds its canonical.
+//!
+//! A promotion that would move the registry first checks what it records: `V` must be a
+//! published tag of the recipe and `C` that tag's commit (full or abbreviated); otherwise it is a
+//! recorded no-op with the reason. The registry entry carries the tag's full commit.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -16,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::canonical::registry::{self, Entry, Registry};
 use crate::canonical::results::{Mode, Verdict};
 use crate::config::names;
-use crate::config::{self, Config};
+use crate::config::{self, Config, spec};
 use crate::platform::exit::{self, Exit};
 use crate::platform::lock;
+use crate::upgrade::recipe::{GitRecipe, RecipeSource, Rev};
 use crate::upgrade::version::Version;
 
 /// What a CI run reports.
@@ -179,13 +184,17 @@ pub fn promote(config: &Config, req: &Request, wait: bool) -> anyhow::Result<Rec
         None => None,
     };
     let at = crate::canonical::now();
-    let (action, reason) = match decide(enrolled, req, &version, current.as_ref()) {
-        Ok(action) => {
+    let decided = match decide(enrolled, req, &version, current.as_ref()) {
+        Ok(action) => tag_commit(config, req, &version)?.map(|commit| (action, commit)),
+        Err(why) => Err(why),
+    };
+    let (action, reason) = match decided {
+        Ok((action, commit)) => {
             registry.canonicals.insert(
                 req.recipe.clone(),
                 Entry {
                     version: version.to_string(),
-                    commit: req.commit.to_ascii_lowercase(),
+                    commit,
                     promoted_at: at.clone(),
                     run: req.run.clone(),
                     mode: Mode::Cold.as_str().to_owned(),
@@ -219,6 +228,46 @@ pub fn promote(config: &Config, req: &Request, wait: bool) -> anyhow::Result<Rec
     append(state_dir, &record)?;
     tracing::info!(recipe = %record.recipe, version = %record.version, action = ?record.action, "{}", record.reason);
     Ok(record)
+}
+
+/// The full commit of `version`'s tag in the recipe, fetched now: `Ok(Err(why))` when the tag is
+/// not published or `req.commit` is not its commit (a recorded no-op); `Err` when the recipe
+/// cannot be fetched (an error: nothing is recorded). The caller holds the canonical's lock, so
+/// the canonical's recipe cache is this process's.
+fn tag_commit(
+    config: &Config,
+    req: &Request,
+    version: &Version,
+) -> anyhow::Result<Result<String, String>> {
+    let app = config::canonical_app_name(&req.recipe);
+    let plan = spec::plan(config, &app)
+        .with_context(|| format!("finding the recipe repository of canonical {app}"))?;
+    let mut recipe = GitRecipe::new(
+        plan.repo.clone(),
+        GitRecipe::cache_dir_for(&config.state_dir, &app),
+    )?;
+    recipe
+        .fetch()
+        .with_context(|| format!("fetching recipe {} to check the promoted tag", req.recipe))?;
+    if !recipe.versions()?.contains(version) {
+        return Ok(Err(format!(
+            "{version} is not a published tag of recipe {}",
+            req.recipe
+        )));
+    }
+    let commit = recipe.resolve(&Rev::Version(version.clone()))?;
+    if !same_commit(&commit, &req.commit) {
+        return Ok(Err(format!(
+            "commit {} is not the commit of tag {version} ({commit})",
+            req.commit
+        )));
+    }
+    Ok(Ok(commit))
+}
+
+/// Whether `given` (full or abbreviated, any case) names the full commit id `full`.
+fn same_commit(full: &str, given: &str) -> bool {
+    given.len() >= 7 && full.len() >= given.len() && full[..given.len()].eq_ignore_ascii_case(given)
 }
 
 /// Appends one JSON line (the caller holds the registry lock, so lines never interleave).
@@ -267,20 +316,82 @@ mod tests {
     const V100: &str = "1.0.0+1.0.0";
     const V110: &str = "1.1.0+1.0.0";
 
+    thread_local! {
+        /// The tag commits of the fixture the current test made (abbreviated to 10 digits).
+        static COMMITS: std::cell::RefCell<std::collections::BTreeMap<String, String>> =
+            Default::default();
+    }
+
+    fn tempdir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        COMMITS.with(|c| {
+            let mut c = c.borrow_mut();
+            for v in [V100, V110] {
+                c.insert(v.to_owned(), commit_of(d.path(), v)[..10].to_owned());
+            }
+        });
+        d
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// `<state_dir>/../src`: a recipe repository with tags V100 and V110, one commit each.
+    fn source(state_dir: &Path) -> std::path::PathBuf {
+        let src = state_dir.join("src");
+        if !src.exists() {
+            std::fs::create_dir_all(&src).unwrap();
+            git(&src, &["init", "--quiet", "-b", "main"]);
+            for v in [V100, V110] {
+                std::fs::write(src.join("compose.yml"), v).unwrap();
+                git(&src, &["add", "."]);
+                git(&src, &["commit", "--quiet", "-m", v]);
+                git(&src, &["tag", v]);
+            }
+        }
+        src
+    }
+
+    fn commit_of(state_dir: &Path, v: &str) -> String {
+        git(
+            &source(state_dir),
+            &["rev-parse", &format!("{v}^{{commit}}")],
+        )
+    }
+
     fn config(state_dir: &Path) -> Config {
         let json = serde_json::json!({
             "state_dir": state_dir,
             "ci_domain": "ci.example.org",
-            "canonicals": {"demo": {}},
+            "canonicals": {"demo": {"repo": source(state_dir)}},
         });
         Config::parse(Path::new("test.json"), &json.to_string()).unwrap()
     }
 
+    /// A request whose commit is the tag's, abbreviated (what a CI usually passes).
     fn req(recipe: &str, version: &str, mode: Mode, result: Verdict, r: Option<&str>) -> Request {
         Request {
             recipe: recipe.into(),
             version: version.into(),
-            commit: "0123456789abcdef".into(),
+            commit: COMMITS
+                .with(|c| c.borrow().get(version).cloned())
+                .unwrap_or_default(),
             mode,
             result,
             r#ref: r.map(str::to_owned),
@@ -296,7 +407,7 @@ mod tests {
             for result in [Verdict::Pass, Verdict::Fail] {
                 for mode in [Mode::Cold, Mode::Quick] {
                     for r in [None, Some("feature/x")] {
-                        let d = tempfile::tempdir().unwrap();
+                        let d = tempdir();
                         let c = config(d.path());
                         let recipe = if enrolled { "demo" } else { "stranger" };
                         let rec = promote(&c, &req(recipe, V100, mode, result, r), false).unwrap();
@@ -340,7 +451,7 @@ mod tests {
 
     #[test]
     fn first_green_seeds_then_promotes_forward_never_back() {
-        let d = tempfile::tempdir().unwrap();
+        let d = tempdir();
         let c = config(d.path());
         let green = |v: &str| req("demo", v, Mode::Cold, Verdict::Pass, None);
         assert_eq!(
@@ -375,7 +486,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_a_usage_error_and_records_nothing() {
-        let d = tempfile::tempdir().unwrap();
+        let d = tempdir();
         let c = config(d.path());
         let mut r = req("demo", "not-a-version", Mode::Cold, Verdict::Pass, None);
         let e = promote(&c, &r, false).unwrap_err();
@@ -397,7 +508,7 @@ mod tests {
 
     #[test]
     fn without_waiting_a_locked_canonical_is_busy_and_nothing_moves() {
-        let d = tempfile::tempdir().unwrap();
+        let d = tempdir();
         let c = config(d.path());
         let held = lock::acquire(&d.path().join("warm-demo"), "warm-demo", false).unwrap();
         let e = promote(
@@ -409,5 +520,37 @@ mod tests {
         assert_eq!(exit::code_for(&e), exit::BUSY, "{e:#}");
         drop(held);
         assert!(Registry::load(d.path()).unwrap().canonicals.is_empty());
+    }
+
+    #[test]
+    fn promotion_checks_the_tag_and_its_commit() {
+        let d = tempdir();
+        let c = config(d.path());
+        let green = |v: &str| req("demo", v, Mode::Cold, Verdict::Pass, None);
+        // Not a published tag: a recorded no-op.
+        let mut untagged = green("1.2.0+1.0.0");
+        untagged.commit = commit_of(d.path(), V110);
+        let r = promote(&c, &untagged, false).unwrap();
+        assert_eq!(r.action, Action::NoOp);
+        assert!(r.reason.contains("not a published tag"), "{}", r.reason);
+        // Another tag's commit: a recorded no-op naming both.
+        let mut wrong = green(V110);
+        wrong.commit = commit_of(d.path(), V100);
+        let r = promote(&c, &wrong, false).unwrap();
+        assert_eq!(r.action, Action::NoOp);
+        let tag = commit_of(d.path(), V110);
+        assert!(
+            r.reason.contains(&wrong.commit) && r.reason.contains(&tag),
+            "{}",
+            r.reason
+        );
+        assert!(!d.path().join("registry.json").exists());
+        assert_eq!(history(d.path()).unwrap().len(), 2);
+        // The right commit, abbreviated and upper-case: promoted with the tag's full commit.
+        let mut right = green(V110);
+        right.commit = tag[..8].to_ascii_uppercase();
+        assert_eq!(promote(&c, &right, false).unwrap().action, Action::Seeded);
+        let reg = Registry::load(d.path()).unwrap();
+        assert_eq!(reg.get("demo").unwrap().commit, tag);
     }
 }
