@@ -10,8 +10,8 @@
 //!    head itself, else skip.
 //!
 //! [`resolve`] is pure; the published tags and the main tip are asked for through closures only
-//! when the chain reaches the step that needs them, so an override or a canonical never costs a
-//! fetch of the recipe.
+//! when the chain reaches the step that needs them, so an override never costs a fetch of the
+//! recipe (a canonical's answer does: the caller checks its tag's commit against the registry).
 
 use std::cmp::Ordering;
 

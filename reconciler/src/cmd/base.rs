@@ -209,6 +209,15 @@ fn resolve(global: &Global, args: ResolveArgs) -> anyhow::Result<u8> {
         },
     )
     .with_context(|| format!("resolving the upgrade base of recipe {}", args.recipe))?;
+    // A base that is the canonical's version is checked out by its tag: the tag must still be
+    // the commit the registry recorded when the version was promoted.
+    if let (Kind::Version, Some(value), Some(entry)) =
+        (&decided.kind, &decided.value, registry.get(&args.recipe))
+        && *value == entry.version
+    {
+        let (recipe, _) = source()?;
+        check_tag(recipe, &args.recipe, value, &entry.commit)?;
+    }
     if global.json {
         super::print_json(&decided)?;
     } else {
@@ -219,6 +228,29 @@ fn resolve(global: &Global, args: ResolveArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// Errors unless tag `version` of the recipe is the commit the registry recorded (full or
+/// abbreviated), naming both.
+fn check_tag(
+    recipe: &dyn RecipeSource,
+    name: &str,
+    version: &str,
+    recorded: &str,
+) -> anyhow::Result<()> {
+    let v: Version = version
+        .parse()
+        .with_context(|| format!("the registry's version {version:?} of recipe {name}"))?;
+    let tagged = recipe.resolve(&Rev::Version(v)).with_context(|| {
+        format!("the canonical's version {version} of recipe {name} is not a published tag")
+    })?;
+    if !base::same_commit(&tagged, recorded) {
+        anyhow::bail!(
+            "the canonical registry records commit {recorded} for {name} {version}, but tag \
+             {version} is now commit {tagged}; re-promote the version or fix the tag"
+        );
+    }
+    Ok(())
 }
 
 /// Clones or fetches the recipe into the cache, holding the cache's lock (two CI runs of one
@@ -284,4 +316,60 @@ fn previous(global: &Global, args: PreviousArgs) -> anyhow::Result<u8> {
         println!("head COMPOSE_FILE={}", overlay.head_compose_file);
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn a_canonical_base_whose_tag_moved_is_an_error_naming_both_commits() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        git(&src, &["init", "--quiet", "-b", "main"]);
+        std::fs::write(src.join("compose.yml"), "a").unwrap();
+        git(&src, &["add", "."]);
+        git(&src, &["commit", "--quiet", "-m", "a"]);
+        git(&src, &["tag", "1.0.0+1.0.0"]);
+        let first = git(&src, &["rev-parse", "HEAD"]);
+        let mut r = GitRecipe::new(src.to_str().unwrap(), d.path().join("cache")).unwrap();
+        r.fetch().unwrap();
+        check_tag(&r, "demo", "1.0.0+1.0.0", &first[..9]).unwrap();
+        // The tag is moved to another commit after the promotion.
+        std::fs::write(src.join("compose.yml"), "b").unwrap();
+        git(&src, &["commit", "--quiet", "-am", "b"]);
+        git(&src, &["tag", "-f", "1.0.0+1.0.0"]);
+        let moved = git(&src, &["rev-parse", "HEAD"]);
+        r.fetch().unwrap();
+        let e = format!(
+            "{:#}",
+            check_tag(&r, "demo", "1.0.0+1.0.0", &first).unwrap_err()
+        );
+        assert!(e.contains(&first) && e.contains(&moved), "{e}");
+        let e = format!(
+            "{:#}",
+            check_tag(&r, "demo", "1.1.0+1.0.0", &first).unwrap_err()
+        );
+        assert!(e.contains("not a published tag"), "{e}");
+    }
 }
