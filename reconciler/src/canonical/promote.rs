@@ -333,24 +333,7 @@ mod tests {
         d
     }
 
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
+    use crate::upgrade::recipe::test_git as git;
 
     /// `<state_dir>/../src`: a recipe repository with tags V100 and V110, one commit each.
     fn source(state_dir: &Path) -> std::path::PathBuf {

@@ -322,24 +322,7 @@ fn previous(global: &Global, args: PreviousArgs) -> anyhow::Result<u8> {
 mod tests {
     use super::*;
 
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
+    use crate::upgrade::recipe::test_git as git;
 
     #[test]
     fn a_canonical_base_whose_tag_moved_is_an_error_naming_both_commits() {

@@ -766,6 +766,21 @@ fn sweep_staging(dir: &Path, prefix: &str) -> Result<(), RecipeError> {
     Ok(())
 }
 
+/// Runs git in a fixture repository (tests only), with an identity; returns trimmed stdout.
+#[cfg(test)]
+pub fn test_git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .expect("running git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
