@@ -147,10 +147,21 @@ pub fn combine(size: u64, pieces: &[(u64, u64)], hashes: &[[u8; 32]]) -> String 
 
 /// SHA-256 of `len` bytes of `f` from `off` (a piece).
 pub fn hash_range(f: &File, off: u64, len: u64, path: &Path) -> Result<[u8; 32]> {
+    hash_range_to(f, off, len, path, None)
+}
+
+/// [`hash_range`], also writing the bytes at the same offset of `to` (a copy hashes the very
+/// bytes it writes).
+pub fn hash_range_to(
+    f: &File,
+    off: u64,
+    len: u64,
+    path: &Path,
+    to: Option<(&File, &Path)>,
+) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK.min(len.max(1) as usize)];
-    let mut pos = off;
-    let end = off + len;
+    let (mut pos, end) = (off, off + len);
     while pos < end {
         let want = ((end - pos) as usize).min(buf.len());
         let n = f
@@ -159,8 +170,12 @@ pub fn hash_range(f: &File, off: u64, len: u64, path: &Path) -> Result<[u8; 32]>
         if n == 0 {
             return Err(io("reading", path)(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the file is shorter than its manifest entry",
+                "the file is shorter than expected (changed while read)",
             )));
+        }
+        if let Some((to, dst)) = to {
+            to.write_all_at(&buf[..n], pos)
+                .map_err(io("writing", dst))?;
         }
         h.update(&buf[..n]);
         pos += n as u64;
@@ -242,6 +257,17 @@ pub const HOLE_NOT_EMPTY: &str = "data where the manifest has a hole";
 
 /// SHA-256 of the whole content, holes read as zeros (only their data segments are read).
 pub fn hash_whole(f: &File, size: u64, path: &Path) -> Result<String> {
+    hash_whole_to(f, size, path, None)
+}
+
+/// [`hash_whole`], also writing every data segment at the same offset of `to` (holes are
+/// left alone there, so they stay holes).
+pub fn hash_whole_to(
+    f: &File,
+    size: u64,
+    path: &Path,
+    to: Option<(&File, &Path)>,
+) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
@@ -261,6 +287,10 @@ pub fn hash_whole(f: &File, size: u64, path: &Path) -> Result<String> {
                 // The file is shorter than it said (shrunk while read): what is missing
                 // hashes as nothing, so the hash cannot match.
                 return Ok(hex(&h.finalize()));
+            }
+            if let Some((to, dst)) = to {
+                to.write_all_at(&buf[..n], off)
+                    .map_err(io("writing", dst))?;
             }
             h.update(&buf[..n]);
             off += n as u64;

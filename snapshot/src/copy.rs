@@ -260,63 +260,17 @@ fn piece(
     src: &Path,
     dst: &Path,
 ) -> Result<[u8; 32]> {
-    if method == Method::Reflink {
-        return content::hash_range(from, off, len, src);
-    }
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; CHUNK.min(len.max(1) as usize)];
-    let (mut pos, end) = (off, off + len);
-    while pos < end {
-        let want = ((end - pos) as usize).min(buf.len());
-        let n = from
-            .read_at(&mut buf[..want], pos)
-            .map_err(io("reading", src))?;
-        if n == 0 {
-            return Err(io("reading", src)(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file shrank while it was copied",
-            )));
-        }
-        to.write_all_at(&buf[..n], pos)
-            .map_err(io("writing", dst))?;
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(h.finalize().into())
+    let to = (method == Method::Copy).then_some((to, dst));
+    content::hash_range_to(from, off, len, src, to)
 }
 
 /// Copies the data segments of `from` into `to` (empty, or to be overwritten) in user space,
 /// holes left as holes, and returns the sha256 of the whole content (holes as zeros).
 fn copy_user(from: &File, to: &File, src: &Path, dst: &Path) -> Result<String> {
     let size = from.metadata().map_err(io("stat", src))?.len();
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut pos = 0u64;
-    while pos < size {
-        let Some((data, hole)) = content::next_segment(from, pos, size) else {
-            content::hash_zeros(&mut hasher, size - pos);
-            break;
-        };
-        // Holes hash as zeros, so a sparse file's hash equals its dense twin's.
-        content::hash_zeros(&mut hasher, data - pos);
-        let mut off = data;
-        while off < hole {
-            let want = ((hole - off) as usize).min(CHUNK);
-            let n = from
-                .read_at(&mut buf[..want], off)
-                .map_err(io("reading", src))?;
-            if n == 0 {
-                break;
-            }
-            to.write_all_at(&buf[..n], off)
-                .map_err(io("writing", dst))?;
-            hasher.update(&buf[..n]);
-            off += n as u64;
-        }
-        pos = hole.max(off);
-    }
+    let sha = content::hash_whole_to(from, size, src, Some((to, dst)))?;
     to.set_len(size).map_err(io("sizing", dst))?;
-    Ok(hex(&hasher.finalize()))
+    Ok(sha)
 }
 
 /// Writes everything `input` yields to `to` and returns its sha256 and length.
