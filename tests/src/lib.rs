@@ -10,6 +10,7 @@
 //! - [`abra_sim`]: the abra simulator (`abra-sim` binary) over the real engine.
 
 pub mod abra_sim;
+pub mod deployers;
 pub mod docker;
 pub mod images;
 pub mod ports;

@@ -81,11 +81,30 @@ pub enum Deployer {
         abra: PathBuf,
         /// The abra server name the apps are registered on.
         server: String,
+        /// abra's own state directory (`servers/`, `catalogue/`); default `$ABRA_DIR`, else
+        /// `~/.abra`. ci-warm never deploys from its `recipes/`: each app gets its own
+        /// `ABRA_DIR` whose `servers/` and `catalogue/` link here (docs/operations.md).
+        #[serde(default)]
+        abra_dir: Option<PathBuf>,
+        /// Deadline of one abra invocation, in seconds.
+        #[serde(default = "default_abra_timeout")]
+        timeout_secs: u64,
+        /// Extra arguments appended to every `abra app deploy` (e.g. `--no-domain-checks`).
+        #[serde(default)]
+        deploy_args: Vec<String>,
+        /// Run abra under a pseudo-terminal (`script -qec`). Off: deploy, undeploy, new and
+        /// secret ran on plain pipes in production (abra-contract §4.8).
+        #[serde(default)]
+        pty: bool,
     },
 }
 
 fn default_abra() -> PathBuf {
     PathBuf::from("abra")
+}
+
+fn default_abra_timeout() -> u64 {
+    900
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -257,6 +276,13 @@ pub struct App {
     /// Overrides `health.timeout_secs` for this app.
     #[serde(default)]
     pub health_timeout_secs: Option<u64>,
+    /// abra deployer: create the app (`abra app new`, missing secrets generated) when its env
+    /// file does not exist (default true).
+    #[serde(default)]
+    pub bootstrap: Option<bool>,
+    /// abra deployer: keys written into the env file when the app is bootstrapped.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -312,6 +338,12 @@ pub struct Canonical {
     pub approved: Vec<String>,
     #[serde(default)]
     pub health_timeout_secs: Option<u64>,
+    /// As [`App::bootstrap`].
+    #[serde(default)]
+    pub bootstrap: Option<bool>,
+    /// As [`App::env`].
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
