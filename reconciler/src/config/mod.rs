@@ -904,6 +904,7 @@ const LIST_PATHS: [&[&str]; 7] = [
     &["alerts", "on_alert"],
     &["sweep", "cold_command"],
     &["gate", "manual_migration_phrases"],
+    &["deployer", "deploy_args"],
 ];
 
 /// The first array where an object or a single value belongs.
