@@ -41,9 +41,14 @@ let
         description = "URL the health gate requests (`http://` or `https://`). Required: an assertion names each probe without one.";
       };
       status = mkOption {
-        type = types.ints.between 100 599;
+        type = types.oneOf [
+          (types.ints.between 100 599)
+          (types.listOf (types.ints.between 100 599))
+          (types.strMatching "[1-5][0-9][0-9]-[1-5][0-9][0-9]")
+        ];
         default = render.probeDefaults.status;
-        description = "HTTP status the probe must answer.";
+        example = "200-499";
+        description = "HTTP status the probe must answer: one (`200`), a list (`[ 200 302 ]`) or a range (`\"200-499\"`).";
       };
       bodyContains = mkOption {
         type = types.nullOr types.str;
@@ -55,7 +60,24 @@ let
         type = types.nullOr types.str;
         default = render.probeDefaults.host;
         example = "traefik.ci.example.org";
-        description = "Host header to send, e.g. to reach an app through traefik by its domain; null sends the URL's host.";
+        description = "Host header to send with a plain-`http` URL; refused for `https` (the TLS handshake uses the URL's name): use `connectTo` instead.";
+      };
+      connectTo = mkOption {
+        type = types.nullOr types.str;
+        default = render.probeDefaults.connectTo;
+        example = "127.0.0.1";
+        description = "Connect to this address of the host (`127.0.0.1` or `127.0.0.1:8443`) while the TLS server name, the certificate check and the Host header keep the URL's domain (curl's `--resolve`): how to probe an app behind traefik on this host.";
+      };
+      caFile = mkOption {
+        type = types.nullOr types.str;
+        default = render.probeDefaults.caFile;
+        example = "/etc/ci-warm/staging-ca.pem";
+        description = "A PEM bundle trusted for this probe in addition to the built-in public roots (e.g. a staging traefik's own CA). Must exist when the config is checked.";
+      };
+      insecure = mkOption {
+        type = types.bool;
+        default = render.probeDefaults.insecure;
+        description = "Skip the certificate check. Logged on every probe and shown by `ci-warm status`.";
       };
     };
   };
@@ -77,7 +99,7 @@ let
       preset = mkOption {
         type = types.enum [ "traefik" "keycloak" "custom" ];
         default = render.appDefaults.preset;
-        description = "Sets defaults: traefik is stateless and probed at /ping, keycloak stateful and probed at /realms/master, custom stateful without probes.";
+        description = "Sets defaults: traefik is stateless and probed at `http://<domain>/` through this host (any answer below 500), keycloak stateful and probed at `https://<domain>/realms/master` through this host, custom stateful without probes.";
       };
     }
     // {
@@ -132,10 +154,10 @@ let
         description = "Versions released from the safety gate, as `ci-warm approve` does.";
       };
       probes = mkOption {
-        type = types.listOf probeModule;
+        type = types.nullOr (types.listOf probeModule);
         default = render.appDefaults.probes;
-        example = literalExpression ''[ { url = "http://127.0.0.1:8082/ping"; bodyContains = "OK"; } ]'';
-        description = "HTTP probes of the health gate; empty takes the preset's.";
+        example = literalExpression ''[ { url = "https://demo.ci.example.org/health"; connectTo = "127.0.0.1"; } ]'';
+        description = "HTTP probes of the health gate; null takes the preset's (traefik: `http://<domain>/` through this host, any status below 500; keycloak: `https://<domain>/realms/master` through this host), `[ ]` none.";
       };
       healthTimeoutSecs = mkOption {
         type = types.nullOr types.ints.positive;
@@ -401,9 +423,9 @@ in
             description = "Versions released from the safety gate.";
           };
           probes = mkOption {
-            type = types.listOf probeModule;
+            type = types.nullOr (types.listOf probeModule);
             default = render.canonicalDefaults.probes;
-            description = "HTTP probes of the health gate.";
+            description = "HTTP probes of the health gate; null probes `https://<domain>/` through traefik on this host (any status below 500), `[ ]` none.";
           };
           healthTimeoutSecs = mkOption {
             type = types.nullOr types.ints.positive;

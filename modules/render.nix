@@ -23,21 +23,26 @@ let
   probeJSON = p: clean {
     inherit (p) url status host;
     body_contains = p.bodyContains;
+    connect_to = p.connectTo;
+    ca_file = p.caFile;
+    insecure = if p.insecure then true else null;
   };
+  # null leaves the probes to ci-warm's defaults; [ ] is "no probes".
+  probesJSON = ps: if ps == null then null else map probeJSON ps;
 
   appJSON = _: a: clean {
     inherit (a) preset recipe repo domain stack stateful approved;
     env_file = a.envFile;
     track = if a.pinnedVersion == null then "latest" else { pinned = a.pinnedVersion; };
     initial_version = a.initialVersion;
-    probes = map probeJSON a.probes;
+    probes = probesJSON a.probes;
     health_timeout_secs = a.healthTimeoutSecs;
   };
 
   canonicalJSON = _: c: clean {
     inherit (c) version repo domain stack approved;
     env_file = c.envFile;
-    probes = map probeJSON c.probes;
+    probes = probesJSON c.probes;
     health_timeout_secs = c.healthTimeoutSecs;
   };
 
@@ -145,7 +150,7 @@ rec {
     pinnedVersion = null;
     initialVersion = null;
     approved = [ ];
-    probes = [ ];
+    probes = null;
     healthTimeoutSecs = null;
     onCalendar = "hourly";
     randomizedDelaySec = "10m";
@@ -157,12 +162,12 @@ rec {
     stack = null;
     envFile = null;
     approved = [ ];
-    probes = [ ];
+    probes = null;
     healthTimeoutSecs = null;
     onCalendar = "hourly";
     randomizedDelaySec = "10m";
   };
-  probeDefaults = { url = null; status = 200; bodyContains = null; host = null; };
+  probeDefaults = { url = null; status = 200; bodyContains = null; host = null; connectTo = null; caFile = null; insecure = false; };
 
   # Fills in defaults the way the module system would (for evaluation without nixpkgs).
   withDefaults = cfg:
@@ -171,7 +176,7 @@ rec {
         if isAttrs d && isAttrs v
         then d // mapAttrs (n: x: if d ? ${n} then merge d.${n} x else x) v
         else v;
-      probes = x: x // { probes = map (merge probeDefaults) x.probes; };
+      probes = x: x // { probes = if x.probes == null then null else map (merge probeDefaults) x.probes; };
       full = merge defaults cfg;
     in
     full // {
@@ -244,8 +249,8 @@ rec {
       sharedStacks = filter (s: length (ownersOf s) > 1) (dedupe (map (c: c.stack) claimed));
 
       probeOwners =
-        mapAttrsToList (n: a: { owner = appOption cfg n; inherit (a) probes; }) apps
-        ++ mapAttrsToList (r: c: { owner = "services.ci-warm.canonicals.${r}"; inherit (c) probes; }) cfg.canonicals;
+        mapAttrsToList (n: a: { owner = appOption cfg n; probes = if a.probes == null then [ ] else a.probes; }) apps
+        ++ mapAttrsToList (r: c: { owner = "services.ci-warm.canonicals.${r}"; probes = if c.probes == null then [ ] else c.probes; }) cfg.canonicals;
 
       absolutePaths =
         [

@@ -29,7 +29,7 @@
   };
   canonicals.nextcloud = {
     version = "10.7.1+31.0.2";
-    probes = [ { url = "https://warm-nextcloud.ci.example.org/status.php"; bodyContains = "installed"; } ];
+    probes = [ { url = "https://warm-nextcloud.ci.example.org/status.php"; connectTo = "127.0.0.1"; bodyContains = "installed"; } ];
   };
   alerts.onAlert = [ "/run/current-system/sw/bin/logger" "-t" "ci-warm-alert" ];
   credentials.chat-token = "/run/secrets/chat-token";

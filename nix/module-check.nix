@@ -24,6 +24,8 @@ let
     str = mkType "str" isString { };
     package = mkType "package" (x: isAttrs x && x ? outPath || isString x) { };
     enum = vs: mkType "enum" (x: elem x vs) { };
+    oneOf = ts: mkType "oneOf" (x: any (t: t.check x) ts) { };
+    strMatching = re: mkType "strMatching" (x: isString x && builtins.match re x != null) { };
     nullOr = t: mkType "nullOr ${t.name}" (x: x == null || t.check x) { nested = t; };
     listOf = t: mkType "listOf ${t.name}" (x: isList x && all t.check x) { nested = t; };
     attrsOf = t: mkType "attrsOf ${t.name}" (x: isAttrs x && all t.check (attrValues x)) { nested = t; };
@@ -73,6 +75,7 @@ let
   applySub = path: t: v:
     if t ? optionsFor then fromOptions path (t.optionsFor (builtins.elemAt path (builtins.length path - 1))) v
     else if t.name or "" == "nullOr submodule" && v != null then applySub path t.nested v
+    else if builtins.substring 0 14 (t.name or "") == "nullOr listOf " && v != null then applySub path t.nested v
     else if builtins.substring 0 7 (t.name or "") == "listOf " && t.nested ? optionsFor then map (fromOptions path (t.nested.optionsFor "")) v
     else if builtins.substring 0 8 (t.name or "") == "attrsOf " && t.nested ? optionsFor then mapAttrs (n: fromOptions (path ++ [ n ]) (t.nested.optionsFor n)) v
     else v;

@@ -21,6 +21,8 @@ declare -A NEED=(
   [systemd-analyze]=systemd
   [git]=git
   [curl]=curl
+  [nginx]=nginx
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

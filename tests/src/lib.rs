@@ -7,6 +7,7 @@
 //! - [`stack`]: unique stack names, a small `docker stack deploy` helper, and a guard that
 //!   always removes the stack with its volumes;
 //! - [`ports`]: free host ports;
+//! - [`tls_proxy`]: a real TLS-terminating, SNI-routing proxy (nginx) in front of apps;
 //! - [`abra_sim`]: the abra simulator (`abra-sim` binary) over the real engine.
 
 pub mod abra_sim;
@@ -16,6 +17,7 @@ pub mod images;
 pub mod ports;
 pub mod recipe;
 pub mod stack;
+pub mod tls_proxy;
 
 pub use ports::free_port;
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use ci_warm::platform::deploy::stack::StackDeployer;
 use ci_warm::platform::deploy::{DeployTarget, Deployer, GoneWait, Revision};
 use ci_warm::platform::docker::SwarmView;
-use ci_warm::upgrade::health::{Expected, GateTiming, HealthGate, HttpProbe, Verdict};
+use ci_warm::upgrade::health::{Expected, GateTiming, HealthGate, Verdict};
+use ci_warm::upgrade::probe::HttpProbe;
 
 #[allow(dead_code)]
 #[path = "gate_support/mod.rs"]
@@ -106,10 +107,9 @@ async fn deploy_healthy_then_undeploy_waits_until_no_container_holds_the_volume(
         revision: target.revision.clone(),
     };
     let probes = [HttpProbe {
-        url: format!("http://127.0.0.1:{port}/health"),
-        status: 200,
         body_contains: Some("ok".into()),
         host: Some("demo.ci.test".into()),
+        ..HttpProbe::get(format!("http://127.0.0.1:{port}/health"))
     }];
     let verdict = gate.wait(&expected, &probes).await.unwrap();
     assert_eq!(verdict, Verdict::Healthy);

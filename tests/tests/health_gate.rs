@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use ci_warm::platform::deploy::stack::StackDeployer;
 use ci_warm::platform::deploy::{DeployTarget, Deployer, Revision};
 use ci_warm::platform::docker::{Engine, ServiceObs, SwarmView, UpdateState};
-use ci_warm::upgrade::health::{Expected, GateTiming, HealthGate, HttpProbe, Verdict};
+use ci_warm::upgrade::health::{Expected, GateTiming, HealthGate, Verdict};
+use ci_warm::upgrade::probe::HttpProbe;
 
 #[allow(dead_code)]
 #[path = "gate_support/mod.rs"]
@@ -154,12 +155,7 @@ impl Fixture {
     }
 
     fn probe(&self) -> HttpProbe {
-        HttpProbe {
-            url: self.probe_url(),
-            status: 200,
-            body_contains: None,
-            host: None,
-        }
+        HttpProbe::get(self.probe_url())
     }
 
     fn probe_url(&self) -> String {

@@ -133,6 +133,12 @@ fn print_table(apps: &[AppStatus]) {
         if let Some(e) = &a.error {
             println!("{}: ERROR {e}", a.app);
         }
+        for url in &a.insecure_probes {
+            println!(
+                "{}: probe {url} is insecure: its certificate is not checked",
+                a.app
+            );
+        }
         if let Some(i) = &a.intent {
             println!(
                 "{}: run in progress or interrupted: step {:?} of {} (pid {}, since {})",

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::platform::text::{escaped, has_userinfo, quoted};
+use crate::upgrade::probe::{ConnectTo, HttpProbe, StatusSet};
 use crate::upgrade::recipe;
 use crate::upgrade::version::Version;
 
@@ -270,9 +271,9 @@ pub struct App {
     /// Versions released from the safety gate by config (as `ci-warm approve` does).
     #[serde(default)]
     pub approved: Vec<String>,
-    /// HTTP probes of the health gate; empty means the preset's probe (if any).
-    #[serde(default)]
-    pub probes: Vec<Probe>,
+    /// HTTP probes of the health gate; absent means the preset's probe (if any), `[]` none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Vec<Probe>>,
     /// Overrides `health.timeout_secs` for this app.
     #[serde(default)]
     pub health_timeout_secs: Option<u64>,
@@ -288,31 +289,41 @@ pub struct App {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
-    /// `http://` or `https://` URL.
+    /// `http://` or `https://` URL; behind traefik, the app's own domain.
     pub url: String,
-    #[serde(default = "default_status")]
-    pub status: u16,
+    /// `200`, `[200, 302]` or `"200-499"`.
+    #[serde(default)]
+    pub status: StatusSet,
     #[serde(default)]
     pub body_contains: Option<String>,
-    /// Host header to send (e.g. to reach an app through traefik by its domain).
+    /// Host header to send with a plain-`http` URL (refused for `https`: use `connect_to`).
     #[serde(default)]
     pub host: Option<String>,
+    /// Connect to this address of the host instead of resolving the URL's name (curl's
+    /// `--resolve`): `"127.0.0.1"` or `"127.0.0.1:8443"`.
+    #[serde(default)]
+    pub connect_to: Option<ConnectTo>,
+    /// A PEM bundle trusted in addition to the built-in public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Skip the certificate check (logged on every probe, shown by `status`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// The health gate takes plain probes; it never reads the config file.
-impl From<&Probe> for crate::upgrade::health::HttpProbe {
+impl From<&Probe> for HttpProbe {
     fn from(p: &Probe) -> Self {
-        crate::upgrade::health::HttpProbe {
+        HttpProbe {
             url: p.url.clone(),
-            status: p.status,
+            status: p.status.clone(),
             body_contains: p.body_contains.clone(),
             host: p.host.clone(),
+            connect_to: p.connect_to,
+            ca_file: p.ca_file.clone(),
+            insecure: p.insecure,
         }
     }
-}
-
-fn default_status() -> u16 {
-    200
 }
 
 /// An enrolled recipe: its canonical deployment tracks the canonical registry.
@@ -332,8 +343,10 @@ pub struct Canonical {
     pub stack: Option<String>,
     #[serde(default)]
     pub env_file: Option<PathBuf>,
-    #[serde(default)]
-    pub probes: Vec<Probe>,
+    /// Absent means `https://<domain>/` through traefik on this host, any status below 500;
+    /// `[]` none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Vec<Probe>>,
     #[serde(default)]
     pub approved: Vec<String>,
     #[serde(default)]
@@ -627,7 +640,11 @@ impl Config {
             for (i, v) in app.approved.iter().enumerate() {
                 check_version(v, &format!("apps.{name}.approved[{i}]"), &mut out);
             }
-            check_probes(&app.probes, &format!("apps.{name}.probes"), &mut out);
+            check_probes(
+                app.probes.as_deref().unwrap_or_default(),
+                &format!("apps.{name}.probes"),
+                &mut out,
+            );
             if let Some(t) = app.health_timeout_secs {
                 check_range(
                     &at("health_timeout_secs"),
@@ -694,7 +711,11 @@ impl Config {
             for (i, v) in c.approved.iter().enumerate() {
                 check_version(v, &format!("canonicals.{recipe}.approved[{i}]"), &mut out);
             }
-            check_probes(&c.probes, &format!("canonicals.{recipe}.probes"), &mut out);
+            check_probes(
+                c.probes.as_deref().unwrap_or_default(),
+                &format!("canonicals.{recipe}.probes"),
+                &mut out,
+            );
             if let Some(t) = c.health_timeout_secs {
                 check_range(
                     &at("health_timeout_secs"),
@@ -895,8 +916,9 @@ fn check_range(
 }
 
 /// Where the config holds a list; an array anywhere else is a mistake serde would accept as a
-/// struct written positionally. `*` stands for any app or recipe name.
-const LIST_PATHS: [&[&str]; 7] = [
+/// struct written positionally. `*` stands for any app or recipe name. (A probe's `status`,
+/// inside one of these lists, may be a list of statuses too.)
+const LIST_PATHS: [&[&str]; 8] = [
     &["apps", "*", "probes"],
     &["apps", "*", "approved"],
     &["canonicals", "*", "probes"],
@@ -943,7 +965,8 @@ fn array_problem(value: &serde_json::Value) -> Option<String> {
                 }).or_else(|| {
                     items.iter().enumerate().find_map(|(i, item)| {
                         let serde_json::Value::Object(map) = item else { return None };
-                        map.iter().find_map(|(k, child)| {
+                        // A probe's `status` is the one key inside a list that may hold a list.
+                        map.iter().filter(|(k, _)| k.as_str() != "status").find_map(|(k, child)| {
                             child.is_array().then(|| format!(
                                 "at `{}[{i}].{}`: expected an object or a single value, not an array",
                                 escaped(&at.join(".")),
@@ -1033,16 +1056,18 @@ fn check_http_url(url: &str) -> Result<(), String> {
 fn check_probes(probes: &[Probe], path: &str, out: &mut Vec<Problem>) {
     for (i, p) in probes.iter().enumerate() {
         let at = format!("{path}[{i}]");
+        // Credentials and control characters first: nothing of such a URL is parsed further.
         if let Err(message) = check_http_url(&p.url) {
             out.push(Problem {
                 path: format!("{at}.url"),
                 message,
             });
+            continue;
         }
-        if !(100..=599).contains(&p.status) {
+        for (key, message) in crate::upgrade::probe::problems(&HttpProbe::from(p)) {
             out.push(Problem {
-                path: format!("{at}.status"),
-                message: format!("{} is not an HTTP status", p.status),
+                path: format!("{at}.{key}"),
+                message,
             });
         }
     }

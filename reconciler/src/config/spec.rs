@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::config::names;
 use crate::config::{self, Config, Preset, Probe, Track};
 use crate::upgrade::gate;
+use crate::upgrade::probe::{ConnectTo, StatusSet};
 use crate::upgrade::reconcile::AppSpec;
 use crate::upgrade::version::Version;
 
@@ -82,25 +83,55 @@ fn repo_for(repo: Option<&str>, recipe: &str) -> String {
     repo.map_or_else(|| format!("{CATALOGUE}/{recipe}.git"), str::to_owned)
 }
 
-fn preset_probes(preset: Preset, domain: &str) -> Vec<Probe> {
-    let probe = |path: &str| Probe {
-        url: format!("https://{domain}{path}"),
-        status: 200,
+/// A probe that reaches `url` the way users do: through traefik on this host, by the URL's
+/// name (SNI, certificate check and Host all use it).
+fn through_traefik(url: String, status: StatusSet) -> Probe {
+    Probe {
+        url,
+        status,
         body_contains: None,
         host: None,
-    };
+        connect_to: Some(LOCALHOST),
+        ca_file: None,
+        insecure: false,
+    }
+}
+
+const LOCALHOST: ConnectTo = ConnectTo {
+    ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    port: None,
+};
+
+fn preset_probes(preset: Preset, domain: &str) -> Vec<Probe> {
     match preset {
-        Preset::Traefik => vec![probe("/ping")],
-        Preset::Keycloak => vec![probe("/realms/master")],
+        // traefik's /ping is off unless its static config enables it, and its own domain may
+        // have no certificate: what it always does is answer plain HTTP on :80 itself (a redirect
+        // to HTTPS, or 404 for a name no router knows). A 5xx or no answer means it is broken.
+        Preset::Traefik => vec![through_traefik(
+            format!("http://{domain}/"),
+            StatusSet::range(100, 499),
+        )],
+        Preset::Keycloak => vec![through_traefik(
+            format!("https://{domain}/realms/master"),
+            StatusSet::exact(200),
+        )],
         Preset::Custom => vec![],
     }
 }
 
+/// A canonical without probes: its domain answers through traefik, anything below 500 (an app
+/// may redirect to a login page or answer 404 at `/`; a 5xx or a TLS failure is not healthy).
+fn canonical_default_probes(domain: &str) -> Vec<Probe> {
+    vec![through_traefik(
+        format!("https://{domain}/"),
+        StatusSet::range(100, 499),
+    )]
+}
+
 fn app_plan(config: &Config, name: &str, app: &config::App) -> AppPlan {
-    let probes = if app.probes.is_empty() {
-        preset_probes(app.preset, &app.domain)
-    } else {
-        app.probes.clone()
+    let probes = match &app.probes {
+        None => preset_probes(app.preset, &app.domain),
+        Some(p) => p.clone(),
     };
     AppPlan {
         spec: AppSpec {
@@ -135,6 +166,7 @@ fn app_plan(config: &Config, name: &str, app: &config::App) -> AppPlan {
 fn canonical_plan(config: &Config, recipe: &str, c: &config::Canonical) -> Option<AppPlan> {
     // Validated on load: a canonical without a derivable domain never gets here.
     let domain = config.canonical_domain(recipe, c)?;
+    let default_probe_domain = domain.clone();
     let stack = c
         .stack
         .clone()
@@ -157,7 +189,10 @@ fn canonical_plan(config: &Config, recipe: &str, c: &config::Canonical) -> Optio
         env_file: c.env_file.clone(),
         bootstrap: c.bootstrap.unwrap_or(true),
         env: c.env.clone(),
-        probes: c.probes.clone(),
+        probes: c
+            .probes
+            .clone()
+            .unwrap_or_else(|| canonical_default_probes(&default_probe_domain)),
         health_timeout: Duration::from_secs(
             c.health_timeout_secs.unwrap_or(config.health.timeout_secs),
         ),
@@ -187,9 +222,24 @@ mod tests {
         assert!(k.spec.stateful);
         assert_eq!(k.health_timeout, Duration::from_secs(600));
         let mut bare = c.apps["keycloak"].clone();
-        bare.probes.clear();
+        bare.probes = None;
         let p = app_plan(&c, "keycloak", &bare);
         assert_eq!(p.probes[0].url, "https://sso.ci.example.org/realms/master");
+        assert_eq!(
+            p.probes[0].connect_to,
+            Some(LOCALHOST),
+            "through traefik on this host"
+        );
+        bare.probes = Some(vec![]);
+        assert!(
+            app_plan(&c, "keycloak", &bare).probes.is_empty(),
+            "[] turns it off"
+        );
+        let mut t = c.apps["traefik"].clone();
+        t.probes = None;
+        let p = app_plan(&c, "traefik", &t);
+        assert_eq!(p.probes[0].url, "http://traefik.ci.example.org/");
+        assert!(p.probes[0].status.contains(308) && !p.probes[0].status.contains(502));
     }
 
     #[test]

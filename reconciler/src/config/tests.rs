@@ -154,10 +154,52 @@ fn canonical_needs_a_domain() {
 #[test]
 fn probes_are_checked() {
     let e = err(&format!(
-        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [{{"url": "ftp://x"}}, {{"url": "http://x/", "status": 42}}]}}}}}}"#
+        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [{{"url": "ftp://x"}}, {{"url": "https://x/", "ca_file": "/nonexistent/ca.pem"}}]}}}}}}"#
     ));
     assert!(e.contains("apps.t.probes[0].url"), "{e}");
-    assert!(e.contains("apps.t.probes[1].status"), "{e}");
+    assert!(
+        e.contains("apps.t.probes[1].ca_file") && e.contains("/nonexistent/ca.pem: cannot read it"),
+        "{e}"
+    );
+    let e = err(&format!(
+        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [{{"url": "http://x/", "status": 42}}]}}}}}}"#
+    ));
+    assert!(
+        e.contains("apps.t.probes[0].status") && e.contains("42 is not an HTTP status"),
+        "{e}"
+    );
+}
+
+/// The probe today's example used to show: it could never pass (SNI and the certificate check
+/// use 127.0.0.1), so every upgrade would roll back. Refused, with what to write instead.
+#[test]
+fn an_https_probe_with_a_host_header_is_refused_with_the_fix() {
+    let e = err(&format!(
+        r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [{{"url": "https://127.0.0.1/realms/master", "host": "sso.ci.example.org"}}]}}}}}}"#
+    ));
+    assert!(e.contains("apps.t.probes[0].host"), "{e}");
+    assert!(
+        e.contains(
+            r#""url": "https://sso.ci.example.org/realms/master", "connect_to": "127.0.0.1""#
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn probe_statuses_may_be_a_list_or_a_range_and_probes_may_be_turned_off() {
+    let c = Config::parse(
+        Path::new("test.json"),
+        &format!(
+            r#"{{"apps": {{"t": {{{MINIMAL_APP}, "probes": [{{"url": "https://t.example.org/", "connect_to": "127.0.0.1:8443", "status": [200, 302]}}, {{"url": "https://t.example.org/x", "connect_to": "127.0.0.1", "status": "200-499", "insecure": true}}]}}, "u": {{"recipe": "demo", "domain": "u.ci.example.org", "probes": []}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let probes = c.apps["t"].probes.as_deref().unwrap();
+    assert!(probes[0].status.contains(302) && !probes[0].status.contains(301));
+    assert_eq!(probes[0].connect_to.unwrap().port, Some(8443));
+    assert!(probes[1].status.contains(404) && probes[1].insecure);
+    assert_eq!(c.apps["u"].probes.as_deref(), Some(&[][..]));
 }
 
 #[test]

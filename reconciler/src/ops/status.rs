@@ -17,7 +17,8 @@ use crate::live::snap;
 use crate::ops::relay;
 use crate::platform::deploy::Revision;
 use crate::upgrade::alert::Kind;
-use crate::upgrade::health::{self, Expected, HttpProbe, Verdict};
+use crate::upgrade::health::{self, Expected, Verdict};
+use crate::upgrade::probe::{HttpProbe, Prepared};
 use crate::upgrade::state::{AppState, Intent, RunRecord};
 use crate::upgrade::version::Version;
 
@@ -56,6 +57,8 @@ pub struct AppStatus {
     pub snapshot: Option<SnapshotStatus>,
     /// Ids of the app's new (unacknowledged) alerts, oldest first.
     pub pending_alerts: Vec<String>,
+    /// URLs of the app's probes that skip the certificate check (`insecure: true`).
+    pub insecure_probes: Vec<String>,
     /// Set when the app's state could not be read; the other fields are then empty.
     pub error: Option<String>,
 }
@@ -214,6 +217,13 @@ fn app_status(
         last_run: None,
         snapshot: None,
         pending_alerts: pending.get(name).cloned().unwrap_or_default(),
+        insecure_probes: plan.map_or_else(Vec::new, |p| {
+            p.probes
+                .iter()
+                .filter(|p| p.insecure)
+                .map(|p| p.url.clone())
+                .collect()
+        }),
         error: None,
     };
     let state = match AppState::load(&app_dir) {
@@ -412,19 +422,13 @@ fn observe_health(plans: &[AppPlan], apps: &mut [AppStatus]) {
                 return;
             }
         };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build();
         for a in apps.iter_mut() {
             let Some(plan) = plans.iter().find(|p| p.spec.name == a.app) else {
                 continue;
             };
-            a.health = match (&a.deployed, &client) {
-                (None, _) => HealthNow::Unknown("never deployed by ci-warm".to_owned()),
-                (_, Err(e)) => HealthNow::Unknown(format!("cannot build an HTTP client: {e}")),
-                (Some(deployed), Ok(client)) => health_of(&engine, client, plan, deployed).await,
+            a.health = match &a.deployed {
+                None => HealthNow::Unknown("never deployed by ci-warm".to_owned()),
+                Some(deployed) => health_of(&engine, plan, deployed).await,
             };
         }
     });
@@ -432,7 +436,6 @@ fn observe_health(plans: &[AppPlan], apps: &mut [AppStatus]) {
 
 async fn health_of(
     engine: &crate::platform::docker::Engine,
-    client: &reqwest::Client,
     plan: &AppPlan,
     deployed: &str,
 ) -> HealthNow {
@@ -452,7 +455,8 @@ async fn health_of(
     };
     let mut results = Vec::new();
     for p in &plan.probes {
-        results.push(health::run_probe(client, &HttpProbe::from(p)).await);
+        let probe = Prepared::new(&HttpProbe::from(p), Duration::from_secs(5));
+        results.push(probe.run().await);
     }
     match health::decide(&expected, &services, &results) {
         Verdict::Healthy => HealthNow::Healthy,

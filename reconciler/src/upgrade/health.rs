@@ -8,7 +8,7 @@
 //!   their tasks are all `complete`;
 //! - no service is in a swarm rollback or paused update state;
 //! - the `<stack>_app` service carries the target's version label;
-//! - every configured HTTP probe answers as expected.
+//! - every configured HTTP probe answers as expected (`probe.rs`: how a probe reaches the app).
 //!
 //! [`decide`] is a pure function over one observation and the probe results, so every rule is
 //! unit-tested; [`HealthGate::wait`] is the thin polling loop around it.
@@ -19,12 +19,12 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::time::Instant;
 
+use super::probe::{HttpProbe, Prepared, ProbeResult};
 use crate::platform::deploy::Revision;
 use crate::platform::docker::{
     ContainerHealth, DockerError, RestartCondition, ServiceMode, ServiceObs, SwarmView, TaskObs,
     TaskState, UpdateState,
 };
-use crate::platform::text::redact_userinfo;
 
 /// The gate's verdict. The reason names every failing check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,36 +37,6 @@ impl Verdict {
     pub fn is_healthy(&self) -> bool {
         matches!(self, Verdict::Healthy)
     }
-}
-
-/// An HTTP probe of the gate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpProbe {
-    pub url: String,
-    pub status: u16,
-    pub body_contains: Option<String>,
-    /// Host header to send (to reach an app through traefik by its domain).
-    pub host: Option<String>,
-}
-
-/// How one probe answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeOutcome {
-    Ok,
-    WrongStatus {
-        got: u16,
-    },
-    BodyMismatch {
-        status: u16,
-    },
-    /// Connection refused, timeout, TLS, ...: the error's text.
-    Failed(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeResult {
-    pub probe: HttpProbe,
-    pub outcome: ProbeOutcome,
 }
 
 /// What the deployment must be.
@@ -122,7 +92,7 @@ pub fn decide(expected: &Expected, services: &[ServiceObs], probes: &[ProbeResul
         }
     }
     for p in probes {
-        if let Some(f) = probe_failure(p) {
+        if let Some(f) = p.failure() {
             failures.push(f);
         }
     }
@@ -326,98 +296,8 @@ fn job_converged(s: &ServiceObs, total: Option<u64>) -> Result<(), String> {
     ))
 }
 
-fn probe_failure(p: &ProbeResult) -> Option<String> {
-    // The config refuses inline credentials; this is the second line of defence, so a reason
-    // (kept in state.json, alerts and `status`) never carries a password.
-    let url = redact_userinfo(&p.probe.url);
-    let host = p
-        .probe
-        .host
-        .as_ref()
-        .map_or(String::new(), |h| format!(" (Host: {h})"));
-    match &p.outcome {
-        ProbeOutcome::Ok => None,
-        ProbeOutcome::WrongStatus { got } => Some(format!(
-            "probe {url}{host}: status {got}, expected {}",
-            p.probe.status
-        )),
-        ProbeOutcome::BodyMismatch { status } => Some(format!(
-            "probe {url}{host}: status {status} but the body does not contain {:?}",
-            p.probe.body_contains.as_deref().unwrap_or_default()
-        )),
-        ProbeOutcome::Failed(e) => Some(format!("probe {url}{host}: {}", redact_userinfo(e))),
-    }
-}
-
-/// The most of a response body a probe reads: enough for any health page, bounded against a
-/// misbehaving app streaming forever.
-const MAX_BODY: usize = 1 << 20;
-
-/// Runs one probe. Redirects are not followed, so a probe can expect a 30x.
-pub async fn run_probe(client: &reqwest::Client, probe: &HttpProbe) -> ProbeResult {
-    let outcome = match probe_once(client, probe).await {
-        Ok(o) => o,
-        Err(e) => ProbeOutcome::Failed(error_chain(&e)),
-    };
-    ProbeResult {
-        probe: probe.clone(),
-        outcome,
-    }
-}
-
-async fn probe_once(
-    client: &reqwest::Client,
-    probe: &HttpProbe,
-) -> Result<ProbeOutcome, reqwest::Error> {
-    let mut req = client.get(&probe.url);
-    if let Some(h) = &probe.host {
-        req = req.header(reqwest::header::HOST, h);
-    }
-    let mut resp = req.send().await?;
-    let status = resp.status().as_u16();
-    if status != probe.status {
-        return Ok(ProbeOutcome::WrongStatus { got: status });
-    }
-    let Some(needle) = &probe.body_contains else {
-        return Ok(ProbeOutcome::Ok);
-    };
-    let mut body: Vec<u8> = Vec::new();
-    while body.len() < MAX_BODY {
-        match resp.chunk().await? {
-            Some(c) => body.extend_from_slice(&c),
-            None => break,
-        }
-    }
-    if String::from_utf8_lossy(&body).contains(needle.as_str()) {
-        Ok(ProbeOutcome::Ok)
-    } else {
-        Ok(ProbeOutcome::BodyMismatch { status })
-    }
-}
-
-/// reqwest's top-level message ("error sending request") hides the cause; walk the chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 #[derive(Debug, Error)]
 pub enum HealthError {
-    #[error("building the HTTP client for the health gate of stack {stack}: {source}")]
-    Client {
-        stack: String,
-        #[source]
-        source: reqwest::Error,
-    },
     #[error(
         "observing stack {stack} for the health gate (no successful observation within {timeout:?}): {source}"
     )]
@@ -471,15 +351,10 @@ impl<'a> HealthGate<'a> {
         probes: &[HttpProbe],
     ) -> Result<Verdict, HealthError> {
         let stack = &expected.stack;
-        let client = reqwest::Client::builder()
-            .timeout(self.timing.probe_timeout)
-            .connect_timeout(self.timing.probe_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|source| HealthError::Client {
-                stack: stack.clone(),
-                source,
-            })?;
+        let prepared: Vec<Prepared> = probes
+            .iter()
+            .map(|p| Prepared::new(p, self.timing.probe_timeout))
+            .collect();
         let started = Instant::now();
         let deadline = crate::platform::deadline::after_tokio(started, self.timing.timeout);
         let mut last: Option<Verdict> = None;
@@ -489,9 +364,9 @@ impl<'a> HealthGate<'a> {
             round += 1;
             match self.view.services(stack).await {
                 Ok(services) => {
-                    let mut results = Vec::with_capacity(probes.len());
-                    for p in probes {
-                        results.push(run_probe(&client, p).await);
+                    let mut results = Vec::with_capacity(prepared.len());
+                    for p in &prepared {
+                        results.push(p.run().await);
                     }
                     let verdict = decide(expected, &services, &results);
                     match &verdict {

@@ -5,6 +5,7 @@ pub mod alert;
 pub mod compose_version;
 pub mod gate;
 pub mod health;
+pub mod probe;
 pub mod recipe;
 pub mod reconcile;
 pub mod state;

@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::platform::docker::{BoxFuture, ContainerObs, NetworkObs, VolumeObs};
+use crate::upgrade::probe::{ProbeOutcome, StatusSet};
 
 const STACK: &str = "demo";
 
@@ -57,10 +58,8 @@ fn app(version: &str, tasks: Vec<TaskObs>) -> ServiceObs {
 fn probe(url: &str, outcome: ProbeOutcome) -> ProbeResult {
     ProbeResult {
         probe: HttpProbe {
-            url: url.into(),
-            status: 200,
             body_contains: Some("ok".into()),
-            host: None,
+            ..HttpProbe::get(url)
         },
         outcome,
     }
@@ -577,50 +576,46 @@ async fn serve(status: u16, body: &'static str) -> (String, std::sync::Arc<Mutex
 
 fn http_probe(url: &str, status: u16, body: Option<&str>, host: Option<&str>) -> HttpProbe {
     HttpProbe {
-        url: url.into(),
-        status,
+        status: StatusSet::exact(status),
         body_contains: body.map(str::to_owned),
         host: host.map(str::to_owned),
+        ..HttpProbe::get(url)
     }
+}
+
+async fn run_probe(probe: &HttpProbe) -> ProbeResult {
+    Prepared::new(probe, Duration::from_secs(2)).run().await
 }
 
 #[tokio::test]
 async fn probes_check_status_body_and_send_the_host_header() {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
     let (url, seen) = serve(200, "status: ok").await;
-    let r = run_probe(
-        &client,
-        &http_probe(&url, 200, Some("ok"), Some("demo.example.org")),
-    )
-    .await;
+    let r = run_probe(&http_probe(&url, 200, Some("ok"), Some("demo.example.org"))).await;
     assert_eq!(r.outcome, ProbeOutcome::Ok);
     let head = seen.lock().unwrap()[0].to_ascii_lowercase();
     assert!(head.contains("host: demo.example.org\r\n"), "{head}");
 
-    let r = run_probe(&client, &http_probe(&url, 200, Some("healthy"), None)).await;
+    let r = run_probe(&http_probe(&url, 200, Some("healthy"), None)).await;
     assert_eq!(r.outcome, ProbeOutcome::BodyMismatch { status: 200 });
 
     let (url, _) = serve(503, "down").await;
-    let r = run_probe(&client, &http_probe(&url, 200, None, None)).await;
+    let r = run_probe(&http_probe(&url, 200, None, None)).await;
     assert_eq!(r.outcome, ProbeOutcome::WrongStatus { got: 503 });
 }
 
 #[tokio::test]
 async fn unreachable_probe_says_why() {
-    // Bind then drop: nothing listens on the port afterwards.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let client = reqwest::Client::new();
-    let r = run_probe(
-        &client,
-        &http_probe(&format!("http://127.0.0.1:{port}/"), 200, None, None),
-    )
+    // Bound but never listening: the port stays ours (nobody else can start answering on it)
+    // and every connection to it is refused.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let r = run_probe(&http_probe(
+        &format!("http://127.0.0.1:{port}/"),
+        200,
+        None,
+        None,
+    ))
     .await;
     let ProbeOutcome::Failed(why) = r.outcome else {
         panic!("expected a failure, got {:?}", r.outcome);
