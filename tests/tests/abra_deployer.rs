@@ -71,21 +71,14 @@ impl World {
     }
 
     fn ci_warm(&self, args: &[&str]) -> Output {
-        let out = Command::new(ci_warm_tests::ci_warm_bin())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .envs(self.env.iter().copied())
-            .env("ABRA_SIM_LOG", self.st.path().join("abra-calls.jsonl"))
-            .output()
-            .unwrap_or_else(|e| panic!("running ci-warm {args:?}: {e}"));
-        eprintln!(
-            "ci-warm {args:?} -> {:?}\n{}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        let log = self.st.path().join("abra-calls.jsonl");
+        let mut env: Vec<(&str, &std::ffi::OsStr)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (*k, std::ffi::OsStr::new(*v)))
+            .collect();
+        env.push(("ABRA_SIM_LOG", log.as_os_str()));
+        ci_warm_tests::run_ci_warm_with_env(&self.config, args, &env)
     }
 
     fn code(&self, args: &[&str]) -> i32 {
@@ -147,7 +140,7 @@ fn obj_recipe(app: &mut Value) {
 fn without_migrate(r: &Release) -> String {
     let c = compose(r);
     let start = c.find("  migrate:\n").expect("a migrate service");
-    let end = c.find("volumes:\n").expect("volumes");
+    let end = c.find("\nvolumes:\n").expect("top-level volumes") + 1;
     format!("{}{}", &c[..start], &c[end..])
 }
 

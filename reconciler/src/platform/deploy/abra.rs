@@ -199,17 +199,23 @@ impl AbraDeployer {
         }
     }
 
-    async fn deployed(&self, target: &DeployTarget) -> Result<bool, DeployError> {
-        let services = self
-            .engine
+    /// The stack's services, as the Docker API shows them.
+    async fn services(
+        &self,
+        target: &DeployTarget,
+    ) -> Result<Vec<crate::platform::docker::ServiceObs>, DeployError> {
+        self.engine
             .services(&target.stack)
             .await
             .map_err(|source| DeployError::Observe {
                 app: target.app.clone(),
                 stack: target.stack.clone(),
                 source,
-            })?;
-        Ok(!services.is_empty())
+            })
+    }
+
+    async fn deployed(&self, target: &DeployTarget) -> Result<bool, DeployError> {
+        Ok(!self.services(target).await?.is_empty())
     }
 
     async fn deploy_inner(&self, target: &DeployTarget) -> Result<(), DeployError> {
@@ -258,14 +264,7 @@ impl AbraDeployer {
     /// Generates each secret the env file versions (`SECRET_<NAME>_VERSION=v1`) that swarm does
     /// not have yet, one by one: `abra app secret generate` of an existing one fails (§3).
     async fn generate_missing_secrets(&self, target: &DeployTarget) -> Result<(), DeployError> {
-        let text = tokio::fs::read_to_string(&target.env_file)
-            .await
-            .map_err(|source| DeployError::EnvFile {
-                app: target.app.clone(),
-                path: target.env_file.clone(),
-                source,
-            })?;
-        let wanted = secret_versions(&text);
+        let wanted = secret_versions(&read_env_text(target).await?);
         if wanted.is_empty() {
             return Ok(());
         }
@@ -314,15 +313,7 @@ impl AbraDeployer {
     /// Removes the stack's services that the deployed compose files no longer declare.
     async fn remove_orphans(&self, target: &DeployTarget) -> Result<(), DeployError> {
         let declared = declared_services(target).await?;
-        let running = self
-            .engine
-            .services(&target.stack)
-            .await
-            .map_err(|source| DeployError::Observe {
-                app: target.app.clone(),
-                stack: target.stack.clone(),
-                source,
-            })?;
+        let running = self.services(target).await?;
         let prefix = format!("{}_", target.stack);
         for s in running {
             let short = s.name.strip_prefix(&prefix).unwrap_or(&s.name);
@@ -485,15 +476,19 @@ pub fn secret_versions(env_text: &str) -> Vec<SecretVersion> {
         .collect()
 }
 
-/// The service names the app's compose files (its `COMPOSE_FILE`, in the checkout) declare.
-async fn declared_services(target: &DeployTarget) -> Result<BTreeSet<String>, DeployError> {
-    let text = tokio::fs::read_to_string(&target.env_file)
+async fn read_env_text(target: &DeployTarget) -> Result<String, DeployError> {
+    tokio::fs::read_to_string(&target.env_file)
         .await
         .map_err(|source| DeployError::EnvFile {
             app: target.app.clone(),
             path: target.env_file.clone(),
             source,
-        })?;
+        })
+}
+
+/// The service names the app's compose files (its `COMPOSE_FILE`, in the checkout) declare.
+async fn declared_services(target: &DeployTarget) -> Result<BTreeSet<String>, DeployError> {
+    let text = read_env_text(target).await?;
     let env = parse_env(&text).map_err(|(line, why)| DeployError::EnvSyntax {
         app: target.app.clone(),
         path: target.env_file.clone(),
