@@ -234,7 +234,23 @@ in
       abraDir = mkOption {
         type = types.str;
         default = d.deployer.abraDir;
-        description = "abra's state directory (`ABRA_DIR`, servers and app env files); writable for the units when the deployer is abra, which must have been set up there (`abra server add`).";
+        description = "abra's state directory (`ABRA_DIR`, servers and app env files); writable for the units when the deployer is abra, which must have been set up there (`abra server add`). ci-warm gives each app its own `ABRA_DIR` under the state directory whose `servers/` and `catalogue/` link here.";
+      };
+      timeoutSecs = mkOption {
+        type = types.ints.positive;
+        default = d.deployer.timeoutSecs;
+        description = "Deadline of one abra invocation, in seconds.";
+      };
+      deployArgs = mkOption {
+        type = types.listOf types.str;
+        default = d.deployer.deployArgs;
+        example = [ "--no-domain-checks" ];
+        description = "Extra arguments appended to every `abra app deploy`.";
+      };
+      pty = mkOption {
+        type = types.bool;
+        default = d.deployer.pty;
+        description = "Run abra under a pseudo-terminal (`script -qec`, util-linux on the units' PATH). Off: deploy, undeploy, new and secret ran on plain pipes in production.";
       };
     };
 
@@ -504,6 +520,7 @@ in
         environment = u.environment or { };
         path = [ config.virtualisation.docker.package pkgs.git ]
           ++ lib.optional (cfg.deployer.abraPackage != null) cfg.deployer.abraPackage
+          ++ lib.optional (cfg.deployer.kind == "abra" && cfg.deployer.pty) pkgs.util-linux
           ++ lib.optionals (name == render.unitName "sweep") cfg.sweep.path;
         inherit (u) serviceConfig;
         # A changed config restarts ci-warm-apply on `nixos-rebuild switch`, which starts every

@@ -98,6 +98,9 @@ rec {
       abraExecutable = "abra";
       server = null;
       abraDir = "/root/.abra";
+      timeoutSecs = 900;
+      deployArgs = [ ];
+      pty = false;
     };
     health = { timeoutSecs = 300; intervalMs = 2000; };
     gate = { manualMigrationPhrases = [ ]; };
@@ -190,7 +193,11 @@ rec {
     ci_domain = cfg.ciDomain;
     deployer =
       if cfg.deployer.kind == "abra"
-      then { kind = "abra"; abra = cfg.deployer.abraExecutable; server = cfg.deployer.server; }
+      then {
+        kind = "abra"; abra = cfg.deployer.abraExecutable; server = cfg.deployer.server;
+        abra_dir = cfg.deployer.abraDir; timeout_secs = cfg.deployer.timeoutSecs;
+        deploy_args = cfg.deployer.deployArgs; pty = cfg.deployer.pty;
+      }
       else { kind = "stack"; };
     health = { timeout_secs = cfg.health.timeoutSecs; interval_ms = cfg.health.intervalMs; };
     gate = { manual_migration_phrases = cfg.gate.manualMigrationPhrases; };
