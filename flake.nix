@@ -21,7 +21,8 @@
       packages = forAllSystems (pkgs: rec {
         ci-warm = pkgs.callPackage ./nix/package.nix {
           # `nix build .#ci-warm.tests.<behaviour>` runs a VM test of this very build.
-          vmTests = self.checks.${pkgs.stdenv.hostPlatform.system};
+          vmTests = lib.getAttrs [ "upgrade" "rollback" "held-major" "switch-restarts-apply" ]
+            self.checks.${pkgs.stdenv.hostPlatform.system};
         };
         default = ci-warm;
       });

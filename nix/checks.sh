@@ -11,14 +11,16 @@
 #      every ExecStart=, unquoted by systemd's rules, is exactly the argv it was made from;
 #   6. every system call the snapshot engine makes is allowed by the restoring units' filter
 #      (`systemd-analyze syscall-filter`), and the state dir goes to StateDirectory= or tmpfiles;
-#   7. self-test: the checks fail on broken copies of the tree (a syntax error, a rejected
+#   7. the option list in docs/configuration.md is the module's (--write-option-docs rewrites it);
+#   8. self-test: the checks fail on broken copies of the tree (a syntax error, a rejected
 #      config, a failing assertion, an undocumented option, a bad unit).
 #
 # Usage: nix/checks.sh [--no-self-test] [TREE]   (TREE defaults to this repository)
 set -euo pipefail
 
-self_test=1
+self_test=1 write_docs=0
 if [ "${1:-}" = "--no-self-test" ]; then self_test=0; shift; fi
+if [ "${1:-}" = "--write-option-docs" ]; then write_docs=1; self_test=0; shift; fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 tree=$(cd "${1:-$repo}" && pwd)
 cd "$tree"
@@ -53,6 +55,15 @@ for p in problems:
     print(f"   {p}", file=sys.stderr)
 sys.exit(1 if problems else 0)
 PY
+
+echo "-- the option list in docs/configuration.md"
+eval_json 'import ./nix/module-check.nix { report = "options"; }' >"$work/options.json" || fail "the option list does not evaluate"
+if [ "$write_docs" = 1 ]; then
+  python3 nix/option-docs.py write "$work/options.json" docs/configuration.md
+  echo "   rewritten"
+fi
+python3 nix/option-docs.py check "$work/options.json" docs/configuration.md || fail "docs/configuration.md does not list the module's options"
+echo "   $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/options.json") options documented"
 
 echo "-- the README's host example through the same module check"
 if [ -f README.md ]; then
@@ -314,7 +325,7 @@ if [ "$self_test" = 1 ]; then
   # mutate FILE PYTHON-REPLACEMENTS: the replacement must apply, or the self-test proves nothing.
   broken() {
     local name=$1 expect=$2 file=$3 old=$4 new=$5 copy="$work/broken"
-    rm -rf "$copy" && mkdir -p "$copy" && cp -r "$tree/modules" "$tree/nix" "$tree/flake.nix" "$tree/README.md" "$copy/"
+    rm -rf "$copy" && mkdir -p "$copy" && cp -r "$tree/modules" "$tree/nix" "$tree/flake.nix" "$tree/README.md" "$tree/docs" "$copy/"
     python3 - "$copy/$file" "$old" "$new" <<'PY' || fail "self-test '$name': cannot break $file"
 import sys
 path, old, new = sys.argv[1:]
@@ -341,6 +352,8 @@ PY
     nix/example-settings.nix 'domain = "demo.ci.example.org";' ''
   broken "undocumented option" "services.ci-warm.keycloak.adminUser: no description" \
     modules/ci-warm.nix 'description = "Admin user of the master realm.";' ''
+  broken "an option missing from the docs" "docs/configuration.md does not list the module's options" \
+    modules/ci-warm.nix 'description = "Admin user of the master realm.";' 'description = "Admin user of the master realm (changed).";'
   broken "README example with an undeclared option" "undeclared option(s) services.ci-warm.metricFile" \
     README.md 'metricsFile = "/var/lib/prometheus' 'metricFile = "/var/lib/prometheus'
   broken "ExecStart= without %-escaping" "systemd-analyze verify rejected the units" \

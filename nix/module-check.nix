@@ -8,7 +8,9 @@
 # model merging, priorities or submodule `config`, which need the real module system (the
 # flake's VM tests evaluate the module with nixpkgs).
 # Result: a list of problems, empty when everything holds.
-{ settings ? import ./example-settings.nix }:
+# With `report = "options"`: every option's name, default and description instead, for the
+# generated option list in docs/configuration.md.
+{ settings ? import ./example-settings.nix, report ? "problems" }:
 let
   inherit (builtins)
     all any attrNames attrValues concatLists concatStringsSep elem filter isAttrs isBool
@@ -153,6 +155,22 @@ let
     ++ (if sub != null then walk (path ++ [ "<name>" ]) sub else [ ]);
   optionProblems = walk [ "services" "ci-warm" ] module.options.services.ci-warm;
 
+  # --- the option list ---------------------------------------------------------------------
+  # nixosOptionsDoc writes a list's submodule options as `*`, an attribute set's as `<name>`.
+  placeholder = t:
+    if hasPrefix "listOf " (typeName t) then "*"
+    else if hasPrefix "nullOr " (typeName t) then placeholder t.nested
+    else "<name>";
+  listOptions = path: o:
+    if (o._type or null) == "option" then
+      [ {
+        name = concatStringsSep "." path;
+        description = o.description;
+        default = if o ? defaultText then o.defaultText.text else toJSON o.default;
+      } ]
+      ++ (let sub = subOptions o.type; in if sub != null then listOptions (path ++ [ (placeholder o.type) ]) sub else [ ])
+    else concatLists (mapAttrsToList (n: listOptions (path ++ [ n ])) o);
+
   # --- what the module hands NixOS -------------------------------------------------------
   c = module.config.content;
   services = c.systemd.services;
@@ -233,6 +251,7 @@ let
     ++ concatLists (mapAttrsToList (n: t: optional (!(elem "timers.target" t.wantedBy)) "${n}.timer is not wanted by timers.target") c.systemd.timers);
 in
 # The config part needs sound declarations (a default for every option) to evaluate at all.
-if optionProblems != [ ] then optionProblems
+if report == "options" then listOptions [ "services" "ci-warm" ] module.options.services.ci-warm
+else if optionProblems != [ ] then optionProblems
 else if typeProblems != [ ] then typeProblems
 else configProblems
