@@ -356,7 +356,7 @@ PY
     modules/ci-warm.nix 'description = "Admin user of the master realm.";' 'description = "Admin user of the master realm (changed).";'
   broken "README example with an undeclared option" "undeclared option(s) services.ci-warm.metricFile" \
     README.md 'metricsFile = "/var/lib/prometheus' 'metricFile = "/var/lib/prometheus'
-  broken "ExecStart= without %-escaping" "systemd-analyze verify rejected the units" \
+  broken "ExecStart= without %-escaping" "ExecStart= escaping is wrong" \
     modules/render.nix 'replaceStrings [ "%" "$" ] [ "%%" "$$" ]' 'replaceStrings [ "$" ] [ "$$" ]'
   broken "a capability a unit does not need" "ci-warm-disk-check: capabilities" \
     modules/render.nix 'privilege = "none";
