@@ -1,4 +1,4 @@
-{ config, lib, pkgs, ... }:
+{ config, lib, pkgs, utils, ... }:
 
 let
   cfg = config.services.ci-warm;
@@ -23,7 +23,9 @@ let
     inherit cfg configFile;
     exe = lib.getExe cfg.package;
     systemctl = "${config.systemd.package}/bin/systemctl";
+    escape = utils.escapeSystemdExecArgs;
   };
+  stateDirectory = render.stateDirectory cfg;
 
   calendarOption = default: what: mkOption {
     type = types.str;
@@ -180,11 +182,24 @@ in
   options.services.ci-warm = {
     enable = mkEnableOption "ci-warm, which keeps a CI host's warm Co-op Cloud deployments current";
 
-    package = mkOption {
-      type = types.package;
-      default = pkgs.ci-warm or (pkgs.callPackage ../nix/package.nix { });
-      defaultText = literalExpression "pkgs.ci-warm";
-      description = "The ci-warm package.";
+    # The flake's nixosModules.default sets this to the flake's own build with mkDefault.
+    package = lib.mkPackageOption pkgs "ci-warm" { };
+
+    settings = mkOption {
+      type = settingsFormat.type;
+      default = d.settings;
+      example = literalExpression ''
+        {
+          apps.demo.allow_prerelease = true;
+        }
+      '';
+      description = ''
+        Free-form ci-warm configuration: anything in docs/configuration.md, with its JSON keys
+        (snake_case), e.g. a key this module has no typed option for yet. The typed options
+        are merged over it and win; a setting a typed option also renders with another value
+        is refused by an assertion. The merged file is checked by `ci-warm config check
+        --static` at build time (`checkConfig`), so an unknown key fails the build.
+      '';
     };
 
     checkConfig = mkOption {
@@ -194,9 +209,9 @@ in
     };
 
     stateDir = mkOption {
-      type = types.str;
+      type = types.path;
       default = d.stateDir;
-      description = "State, snapshots, alerts and the canonical registry.";
+      description = "State, snapshots, alerts and the canonical registry. Under /var/lib (the default) it is the units' `StateDirectory=` (made by systemd, mode 0750, before a unit starts); anywhere else systemd-tmpfiles makes it.";
     };
 
     ciDomain = mkOption {
@@ -232,9 +247,25 @@ in
         description = "The abra server the apps are registered on. Required when `kind` is `abra`.";
       };
       abraDir = mkOption {
-        type = types.str;
+        type = types.path;
         default = d.deployer.abraDir;
-        description = "abra's state directory (`ABRA_DIR`, servers and app env files); writable for the units when the deployer is abra, which must have been set up there (`abra server add`).";
+        description = "abra's state directory (`ABRA_DIR`, servers and app env files); writable for the units when the deployer is abra, which must have been set up there (`abra server add`). ci-warm gives each app its own `ABRA_DIR` under the state directory whose `servers/` and `catalogue/` link here.";
+      };
+      timeoutSecs = mkOption {
+        type = types.ints.positive;
+        default = d.deployer.timeoutSecs;
+        description = "Deadline of one abra invocation, in seconds.";
+      };
+      deployArgs = mkOption {
+        type = types.listOf types.str;
+        default = d.deployer.deployArgs;
+        example = [ "--no-domain-checks" ];
+        description = "Extra arguments appended to every `abra app deploy`.";
+      };
+      pty = mkOption {
+        type = types.bool;
+        default = d.deployer.pty;
+        description = "Run abra under a pseudo-terminal (`script -qec`, util-linux on the units' PATH). Off: deploy, undeploy, new and secret ran on plain pipes in production.";
       };
     };
 
@@ -279,7 +310,7 @@ in
     };
 
     metricsFile = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr types.path;
       default = d.metricsFile;
       example = "/var/lib/prometheus-node-exporter/ci-warm.prom";
       description = "Prometheus textfile-collector file rewritten after every reconcile; its directory is made writable for the units. Null: no metrics.";
@@ -304,7 +335,7 @@ in
         description = "`disk check` raises a critical alert below this free share; at most `warnFreePercent`.";
       };
       dockerRoot = mkOption {
-        type = types.str;
+        type = types.path;
         default = d.disk.dockerRoot;
         description = "Docker's data root: watched by `disk check`, and its volumes are restored in place.";
       };
@@ -476,7 +507,7 @@ in
         description = "Packages on the sweep unit's PATH, for the cold-test command.";
       };
       readWritePaths = mkOption {
-        type = types.listOf types.str;
+        type = types.listOf types.path;
         default = d.sweep.readWritePaths;
         example = [ "/var/lib/ci-runs" ];
         description = "Absolute paths the cold-test command may write besides the state dir (the sweep unit is otherwise read-only, like every ci-warm unit).";
@@ -492,7 +523,10 @@ in
     # The file the CLI reads by default, so an operator's `ci-warm status` sees the units' config.
     environment.etc."ci-warm/config.json".source = configFile;
 
-    systemd.tmpfiles.rules = [ "d ${cfg.stateDir} 0750 root root - -" ];
+    # Under /var/lib the units' StateDirectory= makes the state dir; anywhere else, tmpfiles.
+    systemd.tmpfiles.settings = lib.mkIf (stateDirectory == null) {
+      "10-ci-warm".${toString cfg.stateDir}.d = { user = "root"; group = "root"; mode = "0750"; };
+    };
 
     systemd.services = lib.mapAttrs
       (name: u: {
@@ -504,6 +538,7 @@ in
         environment = u.environment or { };
         path = [ config.virtualisation.docker.package pkgs.git ]
           ++ lib.optional (cfg.deployer.abraPackage != null) cfg.deployer.abraPackage
+          ++ lib.optional (cfg.deployer.kind == "abra" && cfg.deployer.pty) pkgs.util-linux
           ++ lib.optionals (name == render.unitName "sweep") cfg.sweep.path;
         inherit (u) serviceConfig;
         # A changed config restarts ci-warm-apply on `nixos-rebuild switch`, which starts every

@@ -82,14 +82,55 @@ let
   unitName = app: "ci-warm-${app}";
 
   dedupe = l: attrNames (listToAttrs (map (x: { name = x; value = true; }) l));
+
+  # nixpkgs' lib.recursiveUpdate: attribute sets merge, anything else is replaced by the right.
+  recursiveUpdate = a: b:
+    a // mapAttrs (n: v: if isAttrs v && isAttrs (a.${n} or null) then recursiveUpdate a.${n} v else v) b;
+
+  # Leaves of `settings` that the typed options also render with another value, as
+  # dotted JSON paths: the typed options win, so such a setting would be silently lost.
+  overridden = prefix: settings: typed:
+    concatLists (mapAttrsToList
+      (n: v:
+        let at = if prefix == "" then n else "${prefix}.${n}"; in
+        if !(typed ? ${n}) then [ ]
+        else if isAttrs v && isAttrs typed.${n} then overridden at v typed.${n}
+        else if v == typed.${n} then [ ]
+        else [ at ])
+      settings);
+
+  # Options typed `types.path`: a path literal (`/var/lib/ci-warm` without quotes) is turned
+  # into its string here, never interpolated, so it is not copied into the store.
+  pathOptions = cfg: cfg // {
+    stateDir = toString cfg.stateDir;
+    metricsFile = if cfg.metricsFile == null then null else toString cfg.metricsFile;
+    deployer = cfg.deployer // { abraDir = toString cfg.deployer.abraDir; };
+    disk = cfg.disk // { dockerRoot = toString cfg.disk.dockerRoot; };
+    sweep = cfg.sweep // { readWritePaths = map toString cfg.sweep.readWritePaths; };
+  };
+
+  # nixpkgs' utils.escapeSystemdExecArg(s) (nixos/lib/utils.nix), with builtins only: each argv
+  # item becomes a double-quoted C string (toJSON's escapes are a subset of what systemd
+  # unquotes), `%` is doubled so it is no specifier and `$` so it is no variable. Spaces,
+  # quotes, backslashes and `;` stay inside their item.
+  escapeSystemdExecArg = arg:
+    let
+      s = if builtins.isPath arg then "${arg}"
+        else if isString arg then arg
+        else if builtins.isInt arg || builtins.isFloat arg then toString arg
+        else throw "escapeSystemdExecArg only allows strings, paths and numbers";
+    in
+    replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON s);
+  escapeSystemdExecArgs = args: concatStringsSep " " (map escapeSystemdExecArg args);
 in
 rec {
-  inherit unitName canonicalApp;
+  inherit unitName canonicalApp escapeSystemdExecArg escapeSystemdExecArgs recursiveUpdate;
 
   # Option defaults, shared with the module so they live in one place.
   defaults = {
     enable = false;
     checkConfig = true;
+    settings = { };
     stateDir = "/var/lib/ci-warm";
     ciDomain = null;
     deployer = {
@@ -98,6 +139,9 @@ rec {
       abraExecutable = "abra";
       server = null;
       abraDir = "/root/.abra";
+      timeoutSecs = 900;
+      deployArgs = [ ];
+      pty = false;
     };
     health = { timeoutSecs = 300; intervalMs = 2000; };
     gate = { manualMigrationPhrases = [ ]; };
@@ -184,13 +228,23 @@ rec {
       keycloak = probes full.keycloak;
     };
 
-  # The JSON config file's content, as an attribute set.
-  config = cfg: clean {
+  # The JSON config file's content, as an attribute set: the free-form `settings` with the
+  # typed options merged over them.
+  config = cfg:
+    if isAttrs cfg.settings then recursiveUpdate cfg.settings (typedConfig (pathOptions cfg))
+    else typedConfig (pathOptions cfg); # refused by an assertion
+
+  # What the typed options render.
+  typedConfig = cfg: clean {
     state_dir = cfg.stateDir;
     ci_domain = cfg.ciDomain;
     deployer =
       if cfg.deployer.kind == "abra"
-      then { kind = "abra"; abra = cfg.deployer.abraExecutable; server = cfg.deployer.server; }
+      then {
+        kind = "abra"; abra = cfg.deployer.abraExecutable; server = cfg.deployer.server;
+        abra_dir = cfg.deployer.abraDir; timeout_secs = cfg.deployer.timeoutSecs;
+        deploy_args = cfg.deployer.deployArgs; pty = cfg.deployer.pty;
+      }
       else { kind = "stack"; };
     health = { timeout_secs = cfg.health.timeoutSecs; interval_ms = cfg.health.intervalMs; };
     gate = { manual_migration_phrases = cfg.gate.manualMigrationPhrases; };
@@ -223,8 +277,9 @@ rec {
   };
 
   # Settings the module refuses, as NixOS assertions ({ assertion, message }).
-  assertions = cfg:
+  assertions = cfg0:
     let
+      cfg = pathOptions cfg0;
       apps = allApps cfg;
       check = assertion: message: { inherit assertion message; };
       each = attrs: f: concatLists (mapAttrsToList f attrs);
@@ -253,17 +308,13 @@ rec {
         ++ mapAttrsToList (r: c: { owner = "services.ci-warm.canonicals.${r}"; probes = if c.probes == null then [ ] else c.probes; }) cfg.canonicals;
 
       absolutePaths =
-        [
-          { opt = "stateDir"; value = cfg.stateDir; }
-          { opt = "metricsFile"; value = cfg.metricsFile; }
-          { opt = "disk.dockerRoot"; value = cfg.disk.dockerRoot; }
-          { opt = "keycloak.adminPasswordFile"; value = cfg.keycloak.adminPasswordFile; }
-        ]
-        ++ optional (cfg.deployer.kind == "abra") { opt = "deployer.abraDir"; value = cfg.deployer.abraDir; }
+        # stateDir, metricsFile, deployer.abraDir, disk.dockerRoot and sweep.readWritePaths are
+        # `types.path` (absolute by type). These stay strings, checked here: a path literal in
+        # a string-typed option is never copied into the store (secrets, env files).
+        [ { opt = "keycloak.adminPasswordFile"; value = cfg.keycloak.adminPasswordFile; } ]
         ++ mapAttrsToList (n: f: { opt = "credentials.${n}"; value = f; }) cfg.credentials
         ++ mapAttrsToList (n: a: { opt = "${appPath cfg n}.envFile"; value = a.envFile; }) apps
-        ++ mapAttrsToList (r: c: { opt = "canonicals.${r}.envFile"; value = c.envFile; }) cfg.canonicals
-        ++ map (p: { opt = "sweep.readWritePaths"; value = p; }) cfg.sweep.readWritePaths;
+        ++ mapAttrsToList (r: c: { opt = "canonicals.${r}.envFile"; value = c.envFile; }) cfg.canonicals;
 
       # With the stack deployer the units run with ProtectHome=yes: nothing under /home or /root
       # exists for them.
@@ -345,6 +396,14 @@ rec {
       (p: check (p.value == null || !(hasPrefix builtins.storeDir p.value))
         "services.ci-warm.${p.opt} points into the Nix store, where every user can read it; keep secrets outside it (e.g. a path from sops-nix or agenix).")
       secretFiles
+    ++ map
+      (at: check false
+        "services.ci-warm.settings.${at} is also set by a typed option of services.ci-warm, which wins over `settings`; set the typed option instead (see docs/configuration.md, NixOS options).")
+      (if isAttrs cfg.settings then overridden "" cfg.settings (typedConfig cfg) else [ ])
+    ++ [
+      (check (isAttrs cfg.settings)
+        "services.ci-warm.settings must be an attribute set (the JSON object of docs/configuration.md).")
+    ]
     ++ each cfg.credentials (n: _: [
       (check (validName n && n != keycloakCredential)
         "services.ci-warm.credentials.${n}: a credential name must match [a-z0-9][a-z0-9._-]* and must not be `${keycloakCredential}` (ci-warm's own).")
@@ -364,18 +423,100 @@ rec {
     optional (cfg.keycloak.adminPasswordFile != null) "${keycloakCredential}:${cfg.keycloak.adminPasswordFile}"
     ++ mapAttrsToList (n: f: "${n}:${f}") cfg.credentials;
 
-  # Systemd hardening shared by every ci-warm unit. Docker is reached through its socket (a
-  # socket on a read-only mount still accepts connect(), but the path is listed so a stricter
-  # future default cannot break it); restores write volume trees with any owner, mode, device
-  # node and file capability, hence the capabilities, no PrivateDevices and no DevicePolicy.
-  hardening = cfg: {
+  # The state dir: systemd creates it (StateDirectory=, mode 0750) before a unit starts when it
+  # is under /var/lib, the default; any other place is made by systemd-tmpfiles (the module's
+  # `systemd.tmpfiles.settings`).
+  stateDirectory = cfg:
+    let sd = (pathOptions cfg).stateDir; in
+    if hasPrefix "/var/lib/" sd && stringLength sd > 9 then substring 9 (stringLength sd) sd else null;
+
+  # What a unit may do, by the privileges its operations need (docs/configuration.md,
+  # "Unit privileges", says the same unit by unit). Every unit runs as root, because Docker's
+  # socket is root's; the bounding set is what keeps a unit from overriding file permissions,
+  # changing owners or creating device nodes when its work does not need it.
+  privileges = {
+    # Snapshot and restore (reconcile): volume trees are copied back with every owner, mode,
+    # device node, setuid bit, file capability and xattr they had.
+    restore = {
+      CapabilityBoundingSet = [
+        "CAP_CHOWN"           # fchownat/lchown: restore each file's owner
+        "CAP_FOWNER"          # chmod, utimensat, xattrs on files owned by other users
+        "CAP_FSETID"          # keep setuid/setgid bits across the chown
+        "CAP_DAC_OVERRIDE"    # write into volume directories owned by other users
+        "CAP_DAC_READ_SEARCH" # read and walk unreadable files/directories while snapshotting
+        "CAP_MKNOD"           # mknodat: device nodes inside volumes
+        "CAP_SETFCAP"         # security.capability xattrs (file capabilities)
+        "CAP_SYS_ADMIN"       # trusted.* xattrs (overlay/fuse-backed volumes keep them)
+      ];
+      # Every call the snapshot engine makes is in @system-service: mknodat, lsetxattr,
+      # renameat2, utimensat (@file-system), fchownat/lchown (@chown), syncfs (@sync),
+      # copy_file_range and ioctl(FICLONE) (listed in @system-service itself). What restore
+      # needs beyond the other units is that @chown and capset are NOT taken away again
+      # (both are members of @privileged, which the other units drop).
+      SystemCallFilter = [ "@system-service" ];
+      RestrictSUIDSGID = "no"; # restoring a volume must recreate setuid/setgid files exactly
+    };
+    # Deleting what a restore left behind (disk prune: snapshots of apps no longer configured,
+    # stale temporary trees), whose files have any owner and mode.
+    prune = {
+      CapabilityBoundingSet = [
+        "CAP_DAC_OVERRIDE"    # unlink inside directories of other owners, mode 0500 included
+        "CAP_DAC_READ_SEARCH" # walk them
+        "CAP_FOWNER"          # unlink in sticky directories (a volume's /tmp)
+      ];
+      SystemCallFilter = [ "@system-service" "~@privileged" ];
+      RestrictSUIDSGID = "yes";
+    };
+    # Everything else: reading Docker's state through its socket, HTTP(S), writing ci-warm's
+    # own root-owned files in the state dir (alerts, registry, logs, git checkouts).
+    none = {
+      CapabilityBoundingSet = [ "" ];
+      SystemCallFilter = [ "@system-service" "~@privileged" ];
+      RestrictSUIDSGID = "yes";
+    };
+  };
+
+  # Systemd hardening shared by every ci-warm unit, then its privileges. Docker is reached
+  # through its socket (a socket on a read-only mount still accepts connect(), but the path is
+  # listed so a stricter future default cannot break it). No PrivateDevices/DevicePolicy:
+  # restores recreate device nodes in volumes.
+  hardening = cfg0: privilege:
+    let cfg = pathOptions cfg0; in
+    {
+      ProtectSystem = "strict";
+      ReadWritePaths =
+        [ cfg.stateDir "-/run/docker.sock" "-${cfg.disk.dockerRoot}/volumes" ]
+        ++ optional (cfg.deployer.kind == "abra") "-${cfg.deployer.abraDir}"
+        ++ optional (cfg.metricsFile != null) "-${dirOf cfg.metricsFile}";
+      ProtectHome = if cfg.deployer.kind == "abra" then "read-only" else "yes";
+      PrivateTmp = "yes";
+      NoNewPrivileges = "yes";
+      ProtectKernelTunables = "yes";
+      ProtectKernelModules = "yes";
+      ProtectKernelLogs = "yes";
+      ProtectControlGroups = "yes";
+      ProtectClock = "yes";
+      ProtectHostname = "yes";
+      ProtectProc = "invisible";
+      RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+      RestrictNamespaces = "yes";
+      RestrictRealtime = "yes";
+      LockPersonality = "yes";
+      MemoryDenyWriteExecute = "yes";
+      SystemCallArchitectures = "native";
+      SystemCallErrorNumber = "EPERM";
+      UMask = "0027";
+    }
+    // (if stateDirectory cfg != null then { StateDirectory = stateDirectory cfg; StateDirectoryMode = "0750"; } else { })
+    // privileges.${privilege};
+
+  # ci-warm-apply only asks systemd (over its private socket, as root) to start the reconciles:
+  # no capability, no network, no writable path.
+  applyHardening = {
     ProtectSystem = "strict";
-    ReadWritePaths =
-      [ cfg.stateDir "-/run/docker.sock" "-${cfg.disk.dockerRoot}/volumes" ]
-      ++ optional (cfg.deployer.kind == "abra") "-${cfg.deployer.abraDir}"
-      ++ optional (cfg.metricsFile != null) "-${dirOf cfg.metricsFile}";
-    ProtectHome = if cfg.deployer.kind == "abra" then "read-only" else "yes";
+    ProtectHome = "yes";
     PrivateTmp = "yes";
+    PrivateNetwork = "yes";
     NoNewPrivileges = "yes";
     ProtectKernelTunables = "yes";
     ProtectKernelModules = "yes";
@@ -383,37 +524,35 @@ rec {
     ProtectControlGroups = "yes";
     ProtectClock = "yes";
     ProtectHostname = "yes";
-    ProtectProc = "invisible";
-    RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+    RestrictAddressFamilies = [ "AF_UNIX" ];
     RestrictNamespaces = "yes";
     RestrictRealtime = "yes";
-    RestrictSUIDSGID = "no"; # restoring a volume must recreate setuid files exactly
+    RestrictSUIDSGID = "yes";
     LockPersonality = "yes";
     MemoryDenyWriteExecute = "yes";
     SystemCallArchitectures = "native";
-    # A deny list (each entry its own assignment, as NixOS renders lists): what ci-warm, docker,
-    # git and abra never call. An allow list would have to track the snapshot engine's
-    # reflink/copy_file_range/mknod/xattr calls.
-    SystemCallFilter = [ "~@clock" "~@cpu-emulation" "~@debug" "~@module" "~@obsolete" "~@raw-io" "~@reboot" "~@swap" ];
+    SystemCallFilter = [ "@system-service" "~@privileged" ];
     SystemCallErrorNumber = "EPERM";
-    CapabilityBoundingSet = [
-      "CAP_CHOWN" "CAP_DAC_OVERRIDE" "CAP_DAC_READ_SEARCH" "CAP_FOWNER" "CAP_FSETID"
-      "CAP_MKNOD" "CAP_SETFCAP" "CAP_SYS_ADMIN"
-    ];
-    UMask = "0027";
+    CapabilityBoundingSet = [ "" ];
   };
 
   # name -> { description, after, wants, requires, wantedBy, environment, serviceConfig } for
   # every service, and name -> { description, wantedBy, timerConfig } for every timer.
-  units = { cfg, exe, configFile, systemctl }:
+  # `escape` turns an argv list into an ExecStart= line: the module passes NixOS'
+  # utils.escapeSystemdExecArgs, the checks this file's equivalent.
+  units = { cfg, exe, configFile, systemctl, escape ? escapeSystemdExecArgs }:
     let
+      cfg' = pathOptions cfg;
+    in
+    let
+      cfg = cfg';
       environment =
         { CI_WARM_CONFIG = toString configFile; }
         // (if cfg.deployer.kind == "abra"
         # abra keeps its state under $HOME/.abra unless ABRA_DIR says otherwise: set both.
         then { ABRA_DIR = cfg.deployer.abraDir; HOME = dirOf cfg.deployer.abraDir; }
         else { HOME = cfg.stateDir; });
-      base = { Type = "oneshot"; LoadCredential = credentials cfg; } // hardening cfg;
+      base = privilege: { Type = "oneshot"; LoadCredential = credentials cfg; } // hardening cfg privilege;
       onDocker = {
         after = [ "docker.service" "network-online.target" ];
         wants = [ "network-online.target" ];
@@ -435,30 +574,36 @@ rec {
         optional cfg.sweep.enable {
           name = "sweep";
           what = "nightly cold sweep of enrolled recipes";
-          command = "sweep";
+          args = [ "sweep" ];
           deps = onDocker;
           schedule = cfg.sweep;
+          # Cold runs, git fetches and the canonical registry: no snapshot or restore (a
+          # promotion only records the version; the canonical's own unit upgrades it).
+          privilege = "none";
           # The cold-test command is the operator's: it may JIT, and may write where the
           # operator says.
           extra = {
             MemoryDenyWriteExecute = "no";
-            ReadWritePaths = (hardening cfg).ReadWritePaths ++ cfg.sweep.readWritePaths;
+            ReadWritePaths = (hardening cfg "none").ReadWritePaths ++ cfg.sweep.readWritePaths;
           };
         }
         ++ optional cfg.disk.check.enable {
           name = "disk-check";
           what = "free-space watch of the state dir and Docker's root";
-          command = "disk check";
+          args = [ "disk" "check" ];
           deps = { };
           schedule = cfg.disk.check;
+          # statvfs, alert files and the metrics file.
+          privilege = "none";
           extra = { };
         }
         ++ optional cfg.disk.prune.enable {
           name = "disk-prune";
           what = "prune stale temporary files, old acknowledged alerts and unconfigured apps' snapshots";
-          command = "disk prune";
+          args = [ "disk" "prune" ];
           deps = { };
           schedule = cfg.disk.prune;
+          privilege = "prune";
           extra = { };
         }
         ++ optional cfg.keycloak.reap.enable {
@@ -466,9 +611,11 @@ rec {
           what = "delete stale per-run keycloak realms";
           # Live runs come from the running stacks: a run longer than the grace period keeps its
           # realm; if the swarm cannot be read, nothing is reaped.
-          command = "realm reap --live-from-swarm";
+          args = [ "realm" "reap" "--live-from-swarm" ];
           deps = onDocker;
           schedule = cfg.keycloak.reap;
+          # HTTPS to keycloak and a read of the swarm's services.
+          privilege = "none";
           extra = { };
         };
     in
@@ -477,8 +624,8 @@ rec {
         listToAttrs (map
           (app: {
             name = unitName app;
-            value = service "ci-warm: reconcile warm app ${app}" onDocker (base // {
-              ExecStart = "${exe} reconcile --wait ${app}";
+            value = service "ci-warm: reconcile warm app ${app}" onDocker (base "restore" // {
+              ExecStart = escape [ exe "reconcile" "--wait" app ];
               # 0 ok/no-op/held and 4 rolled back and recovered are both a finished job; 5 (not
               # recovered) and the rest fail the unit so monitoring sees it.
               SuccessExitStatus = [ "4" ];
@@ -487,22 +634,23 @@ rec {
           apps)
         // optionalAttrs (apps != [ ]) {
           # Restarted by nixos-rebuild when the config changes (restartTriggers in the module);
-          # it starts every reconcile, so a config change takes effect at once.
+          # it starts every reconcile, so a config change takes effect at once. --no-block: a
+          # reconcile already running is not interrupted, the start request joins it.
           "ci-warm-apply" = {
             description = "ci-warm: reconcile every app after a configuration change";
             after = [ "docker.service" ];
             wantedBy = [ "multi-user.target" ];
-            serviceConfig = {
+            serviceConfig = applyHardening // {
               Type = "oneshot";
               RemainAfterExit = "yes";
-              ExecStart = "${systemctl} start --no-block ${concatStringsSep " " (map (a: "${unitName a}.service") apps)}";
+              ExecStart = escape ([ systemctl "start" "--no-block" ] ++ map (a: "${unitName a}.service") apps);
             };
           };
         }
         // listToAttrs (map
           (j: {
             name = unitName j.name;
-            value = service "ci-warm: ${j.what}" j.deps (base // { ExecStart = "${exe} ${j.command}"; } // j.extra);
+            value = service "ci-warm: ${j.what}" j.deps (base j.privilege // { ExecStart = escape ([ exe ] ++ j.args); } // j.extra);
           })
           jobs);
       timers =

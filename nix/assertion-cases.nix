@@ -56,8 +56,12 @@ in
     "services.ci-warm.alerts.onAlert must be null or a non-empty argv list")
   (case "critical above warning" { disk = { criticalFreePercent = 20; warnFreePercent = 10; }; }
     "services.ci-warm.disk.criticalFreePercent (20) must not exceed disk.warnFreePercent (10)")
-  (case "a relative metrics file" { metricsFile = "ci-warm.prom"; }
-    "services.ci-warm.metricsFile must be an absolute path")
+  (case "free-form settings that are not an object" { settings = [ 1 ]; }
+    "services.ci-warm.settings must be an attribute set")
+  (case "a free-form setting a typed option overrides" { settings.health.timeout_secs = 10; }
+    "services.ci-warm.settings.health.timeout_secs is also set by a typed option")
+  (case "a free-form app setting a typed app option overrides" { settings.apps.demo.domain = "other.ci.example.org"; }
+    "services.ci-warm.settings.apps.demo.domain is also set by a typed option")
   (case "an env file the hardened units cannot see" { deployer = { kind = "stack"; server = null; }; apps.demo.envFile = "/root/demo.env"; }
     "services.ci-warm.apps.demo.envFile is \"/root/demo.env\", under /home, /root or /run/user")
   (case "a relative env file" { apps.demo.envFile = "demo.env"; }

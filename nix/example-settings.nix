@@ -32,6 +32,8 @@
     version = "10.7.1+31.0.2";
     probes = [ { url = "https://warm-nextcloud.ci.example.org/status.php"; connectTo = "127.0.0.1"; bodyContains = "installed"; } ];
   };
+  # Free-form: a key of docs/configuration.md that has no typed option, merged under them.
+  settings.apps.demo.allow_prerelease = true;
   alerts.onAlert = [ "/run/current-system/sw/bin/logger" "-t" "ci-warm-alert" ];
   credentials.chat-token = "/run/secrets/chat-token";
   metricsFile = "/var/lib/prometheus-node-exporter/ci-warm.prom";

@@ -8,7 +8,9 @@
 # model merging, priorities or submodule `config`, which need the real module system (the
 # flake's VM tests evaluate the module with nixpkgs).
 # Result: a list of problems, empty when everything holds.
-{ settings ? import ./example-settings.nix }:
+# With `report = "options"`: every option's name, default and description instead, for the
+# generated option list in docs/configuration.md.
+{ settings ? import ./example-settings.nix, report ? "problems" }:
 let
   inherit (builtins)
     all any attrNames attrValues concatLists concatStringsSep elem filter isAttrs isBool
@@ -21,6 +23,8 @@ let
   mkType = name: check: extra: { _type = "option-type"; inherit name check; } // extra;
   types = {
     bool = mkType "bool" isBool { };
+    # nixpkgs: anything coercible to a string that starts with "/" (path literals included).
+    path = mkType "path" (x: (builtins.isPath x || isString x || isAttrs x && x ? outPath) && builtins.substring 0 1 (toString x) == "/") { };
     str = mkType "str" isString { };
     package = mkType "package" (x: isAttrs x && x ? outPath || isString x) { };
     enum = vs: mkType "enum" (x: elem x vs) { };
@@ -41,6 +45,15 @@ let
   lib = {
     inherit types;
     mkOption = attrs: attrs // { _type = "option"; };
+    # nixpkgs' lib.mkPackageOption for a top-level attribute: pkgs.<name>, shown as such.
+    mkPackageOption = pkgs': name: { default ? [ name ], ... }:
+      let attr = if isList default then builtins.head default else default; in
+      lib.mkOption {
+        type = types.package;
+        default = pkgs'.${attr};
+        defaultText = lib.literalExpression "pkgs.${attr}";
+        description = "The ${name} package to use.";
+      };
     mkEnableOption = what: lib.mkOption { type = types.bool; default = false; description = "Whether to enable ${what}."; };
     mkIf = condition: content: { _type = "if"; inherit condition content; };
     mkDefault = x: x;
@@ -56,7 +69,7 @@ let
   pkgs = {
     ci-warm = pkg "ci-warm";
     git = pkg "git";
-    formats.json = _: { generate = name: value: fakePath "${name}?${toJSON value}"; };
+    formats.json = _: { type = mkType "JSON value" (x: isAttrs x || isList x || isString x || isBool x || isInt x || x == null) { }; generate = name: value: fakePath "${name}?${toJSON value}"; };
     runCommand = name: _: script: fakePath "${name}!${script}";
   };
 
@@ -80,14 +93,46 @@ let
     else if builtins.substring 0 8 (t.name or "") == "attrsOf " && t.nested ? optionsFor then mapAttrs (n: fromOptions (path ++ [ n ]) (t.nested.optionsFor n)) v
     else v;
   cfg = fromOptions [ "services" "ci-warm" ] module.options.services.ci-warm settings;
+  # NixOS' utils.escapeSystemdExecArgs, as nixos/lib/utils.nix defines it (the module takes it
+  # from `utils`; render.nix has its own copy, which checks.sh compares against systemd).
+  utils.escapeSystemdExecArgs = args: concatStringsSep " " (map
+    (arg: builtins.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (toJSON (if isString arg then arg else toString arg)))
+    args);
   module = import ../modules/ci-warm.nix {
-    inherit lib pkgs;
+    inherit lib pkgs utils;
     config = {
       services.ci-warm = cfg;
       systemd.package = pkg "systemd";
       virtualisation.docker.package = pkg "docker";
     };
   };
+
+  # --- the settings' values against their options' types -----------------------------------
+  # (NixOS refuses a value its option's type rejects with "is not of type"; so does this.)
+  isOption = o: (o._type or null) == "option";
+  typeName = t: t.name or "?";
+  hasPrefix = p: s': builtins.substring 0 (builtins.stringLength p) s' == p;
+  checkValue = path: t: v:
+    let at = concatStringsSep "." path; in
+    if t ? optionsFor then
+      (if isAttrs v then checkSet path (t.optionsFor (builtins.elemAt path (builtins.length path - 1))) v
+       else [ "${at}: ${toJSON v} is not of type `submodule`" ])
+    else if hasPrefix "nullOr " (typeName t) then (if v == null then [ ] else checkValue path t.nested v)
+    else if hasPrefix "listOf " (typeName t) then
+      (if isList v then concatLists (builtins.genList (i: checkValue (path ++ [ (toString i) ]) t.nested (builtins.elemAt v i)) (builtins.length v))
+       else [ "${at}: ${toJSON v} is not of type `${typeName t}`" ])
+    else if hasPrefix "attrsOf " (typeName t) then
+      (if isAttrs v then concatLists (mapAttrsToList (n: checkValue (path ++ [ n ]) t.nested) v)
+       else [ "${at}: ${toJSON v} is not of type `${typeName t}`" ])
+    else optional (!(t.check v)) "${at}: ${toJSON (if builtins.isPath v then toString v else v)} is not of type `${typeName t}`";
+  checkSet = path: opts: set:
+    concatLists (mapAttrsToList
+      (n: v: if !(opts ? ${n}) then [ ]
+        else if isOption opts.${n} then checkValue (path ++ [ n ]) opts.${n}.type v
+        else if isAttrs v then checkSet (path ++ [ n ]) opts.${n} v
+        else [ "${concatStringsSep "." (path ++ [ n ])}: not an attribute set" ])
+      set);
+  typeProblems = checkSet [ "services" "ci-warm" ] module.options.services.ci-warm settings;
 
   # --- option declarations ---------------------------------------------------------------
   subOptions = t: if t ? optionsFor then t.optionsFor "<name>" else if t ? nested then subOptions t.nested else null;
@@ -110,6 +155,22 @@ let
     ++ (if sub != null then walk (path ++ [ "<name>" ]) sub else [ ]);
   optionProblems = walk [ "services" "ci-warm" ] module.options.services.ci-warm;
 
+  # --- the option list ---------------------------------------------------------------------
+  # nixosOptionsDoc writes a list's submodule options as `*`, an attribute set's as `<name>`.
+  placeholder = t:
+    if hasPrefix "listOf " (typeName t) then "*"
+    else if hasPrefix "nullOr " (typeName t) then placeholder t.nested
+    else "<name>";
+  listOptions = path: o:
+    if (o._type or null) == "option" then
+      [ {
+        name = concatStringsSep "." path;
+        description = o.description;
+        default = if o ? defaultText then o.defaultText.text else toJSON o.default;
+      } ]
+      ++ (let sub = subOptions o.type; in if sub != null then listOptions (path ++ [ (placeholder o.type) ]) sub else [ ])
+    else concatLists (mapAttrsToList (n: listOptions (path ++ [ n ])) o);
+
   # --- what the module hands NixOS -------------------------------------------------------
   c = module.config.content;
   services = c.systemd.services;
@@ -120,6 +181,19 @@ let
   # Everything of a unit except LoadCredential, where the secret files belong.
   exposed = u: toJSON (u // { serviceConfig = removeAttrs u.serviceConfig [ "LoadCredential" ]; });
   failing = filter (a: !a.assertion) c.assertions;
+  stateDirectory = render.stateDirectory cfg;
+  exe = lib.getExe cfg.package;
+  reconciled = attrNames (render.schedules cfg);
+  isReconcile = n: elem n (map render.unitName reconciled);
+  restoreCaps = render.privileges.restore.CapabilityBoundingSet;
+  pruneCaps = render.privileges.prune.CapabilityBoundingSet;
+  jobArgv = {
+    ci-warm-sweep = [ "sweep" ];
+    ci-warm-disk-check = [ "disk" "check" ];
+    ci-warm-disk-prune = [ "disk" "prune" ];
+    ci-warm-realm-reap = [ "realm" "reap" "--live-from-swarm" ];
+  };
+  argv = n: [ exe ] ++ (if isReconcile n then [ "reconcile" "--wait" (builtins.substring 8 100 n) ] else jobArgv.${n});
   # nix/checks.sh renders the JSON and units through render.withDefaults: it must agree with
   # the module's own defaults.
   viaRender = render.withDefaults settings;
@@ -144,8 +218,40 @@ let
           "${n}: the secret file ${f} is not loaded as a credential") secretFiles))
       services)
     ++ concatLists (map (f: optional (hasInfix f configFile) "the config file contains the secret file path ${f}") secretFiles)
+    ++ optional (failing == [ ] && render.recursiveUpdate (render.config cfg) cfg.settings != render.config cfg)
+      "a key of `settings` does not reach the config file"
+    ++ optional (module.options.services.ci-warm.package.defaultText.text or "" != "pkgs.ci-warm")
+      "package is not mkPackageOption pkgs \"ci-warm\""
+    # The state dir: StateDirectory= under /var/lib, tmpfiles elsewhere, never both or neither.
+    ++ concatLists (mapAttrsToList
+      (n: u: optional (n != apply && (u.serviceConfig ? StateDirectory) != (stateDirectory != null))
+        "${n}: StateDirectory= does not match stateDir ${toString cfg.stateDir}")
+      services)
+    ++ optional (c.systemd.tmpfiles.settings.condition != (stateDirectory == null))
+      "systemd.tmpfiles.settings must make the state dir exactly when it is not under /var/lib"
+    # Privileges: an allow-list filter everywhere; capabilities only where snapshots are
+    # restored (reconciles) or deleted (disk prune).
+    ++ concatLists (mapAttrsToList
+      (n: u:
+        let
+          sc = u.serviceConfig;
+          caps = filter (x: x != "") (sc.CapabilityBoundingSet or [ "(unset)" ]);
+          allowed = if isReconcile n then restoreCaps else if n == "ci-warm-disk-prune" then pruneCaps else [ ];
+        in
+        optional (builtins.head (sc.SystemCallFilter or [ "" ]) != "@system-service")
+          "${n}: SystemCallFilter is not an allow-list starting with @system-service"
+        ++ optional (!(all (x: elem x allowed) caps))
+          "${n}: capabilities ${toJSON caps} beyond what it needs ${toJSON allowed}"
+        ++ optional (!(isReconcile n) && !(elem "~@privileged" (sc.SystemCallFilter or [ ])))
+          "${n}: does not restore, so must drop @privileged"
+        ++ optional (n != apply && sc.ExecStart != utils.escapeSystemdExecArgs (argv n))
+          "${n}: ExecStart is not utils.escapeSystemdExecArgs of its argv")
+      services)
     ++ optional (attrNames c.systemd.timers == [ ]) "no timers rendered"
     ++ concatLists (mapAttrsToList (n: t: optional (!(elem "timers.target" t.wantedBy)) "${n}.timer is not wanted by timers.target") c.systemd.timers);
 in
 # The config part needs sound declarations (a default for every option) to evaluate at all.
-if optionProblems != [ ] then optionProblems else configProblems
+if report == "options" then listOptions [ "services" "ci-warm" ] module.options.services.ci-warm
+else if optionProblems != [ ] then optionProblems
+else if typeProblems != [ ] then typeProblems
+else configProblems

@@ -1,4 +1,4 @@
-{ lib, rustPlatform, makeBinaryWrapper, git, rsync }:
+{ lib, rustPlatform, makeBinaryWrapper, git, rsync, vmTests ? { } }:
 
 rustPlatform.buildRustPackage {
   pname = "ci-warm";
@@ -33,6 +33,10 @@ rustPlatform.buildRustPackage {
   # the git-backed recipe tests. The snapshot crate's tests chown and mknod (root), and the
   # swarm tests need a Docker engine: both run in scripts/test.sh and the NixOS VM tests.
   cargoTestFlags = [ "-p" "ci-warm" ];
+
+  # The NixOS VM tests (nix/tests/<behaviour>.nix), as the flake passes them:
+  # `nix build .#ci-warm.tests.rollback`.
+  passthru.tests = vmTests;
 
   meta = {
     description = "Keeps a CI host's warm Co-op Cloud deployments current without losing their data";

@@ -21,12 +21,19 @@ let
   example = system (import ../example-settings.nix);
   cases = import ../assertion-cases.nix;
   notRefused = lib.filter (c: !(lib.any (lib.hasInfix c.expect) (failing c.settings))) cases;
+  # Ill-typed settings must not evaluate at all (the module system's "is not of type").
+  typeCases = import ../type-cases.nix;
+  typeAccepted = lib.filter
+    (c: (builtins.tryEval (builtins.deepSeq (system c.settings).config.services.ci-warm null)).success)
+    typeCases;
   unitNames = lib.attrNames example.config.systemd.services;
 in
 assert lib.assertMsg (failing (import ../example-settings.nix) == [ ])
   "the example settings fail: ${lib.concatStringsSep "; " (failing (import ../example-settings.nix))}";
 assert lib.assertMsg (notRefused == [ ])
   "not refused: ${lib.concatMapStringsSep ", " (c: c.name) notRefused}";
+assert lib.assertMsg (typeAccepted == [ ])
+  "ill-typed settings accepted: ${lib.concatMapStringsSep ", " (c: c.name) typeAccepted}";
 assert lib.assertMsg (example.config.systemd.services.ci-warm-apply.restartTriggers != [ ])
   "ci-warm-apply has no restartTriggers";
 pkgs.runCommand "ci-warm-module-eval"
@@ -39,4 +46,5 @@ pkgs.runCommand "ci-warm-module-eval"
   echo "example system: $toplevel" > $out
   echo "units: $units" >> $out
   echo "${toString (lib.length cases)} impossible settings refused" >> $out
+  echo "${toString (lib.length typeCases)} ill-typed settings refused" >> $out
 ''

@@ -37,6 +37,8 @@ struct Pause {
     label: String,
     files: AtomicU64,
     paused: AtomicBool,
+    /// `SNAPSHOT_CLI_TIMINGS` set: when each step of a take was reached, on stderr.
+    timings: Option<std::time::Instant>,
 }
 
 impl Pause {
@@ -57,6 +59,9 @@ impl Pause {
 
 impl Progress for Pause {
     fn planned(&self, files: u64, _bytes: u64) {
+        if let Some(t0) = self.timings {
+            eprintln!("{:>8.3} s  planned", t0.elapsed().as_secs_f64());
+        }
         if self.at.is_none() {
             return;
         }
@@ -81,6 +86,11 @@ impl Progress for Pause {
         }
     }
     fn phase(&self, phase: Phase) {
+        if let Some(t0) = self.timings
+            && !matches!(phase, Phase::RemovingPrevious { .. })
+        {
+            eprintln!("{:>8.3} s  {}", t0.elapsed().as_secs_f64(), phase.name());
+        }
         if let Some(Point::Phase(name)) = &self.at
             && name == phase.name()
         {
@@ -104,6 +114,7 @@ fn main() -> ExitCode {
         label: String::new(),
         files: AtomicU64::new(0),
         paused: AtomicBool::new(false),
+        timings: std::env::var_os("SNAPSHOT_CLI_TIMINGS").map(|_| std::time::Instant::now()),
     };
     if let Some(i) = args.iter().position(|a| a == "--pause-at") {
         let Some(p) = args.get(i + 1).and_then(|s| point(s)) else {

@@ -4,11 +4,15 @@
 //! The kernel moves ctime on every write, chmod, chown, xattr change, link and unlink, and user
 //! space cannot set it, so an unchanged identity means an unchanged file. Two caches use this:
 //!
-//! - `<snapshot dir>/.cache/verified.json`: for each manifest entry, the
-//!   identity its content was last known to hash to the manifest's sha256 (written by take and
-//!   by verify). Restore's verification rehashes only files whose identity moved, and a take
-//!   reuses (hardlinks) a file of the previous snapshot only while its identity is the one
-//!   recorded here: the manifest says what the file was, only this says it still is.
+//! - `<snapshot dir>/.cache/verified.json`: for each manifest entry, the identity it had when
+//!   it was last known to match its manifest entry: a regular file's content hashed to the
+//!   manifest's sha256, any entry's metadata compared equal (written by take and by a clean
+//!   verify). Restore's verification rehashes only files whose identity moved; a take reuses
+//!   (hardlinks) a file of the previous snapshot only while its identity is the one recorded
+//!   here (the manifest says what the file was, only this says it still is), and publishes
+//!   nothing when every entry of the snapshot still has its recorded identity and the source
+//!   still matches the manifest (a directory's ctime moves whenever a name in it is added,
+//!   removed or renamed, so its identity also vouches for its listing).
 //! - `<snapshot dir>/.cache/restore-<sha256 of the target path>.json`: for each file a
 //!   restore wrote or checked in a target, its identity and sha256, so the next restore can
 //!   tell "same content" without reading it (same size and mtime are not enough: a file can be
@@ -68,8 +72,9 @@ impl Verified {
         v[index] = Some(id);
     }
 
-    /// Records the current identity of every regular file of `m` found in `dir` for which
-    /// `known(volume, index)` says its content is known to match its hash.
+    /// Records the current identity of every entry of `m` found in `dir`: every directory,
+    /// symlink and special file (the caller just made or checked them), and every regular
+    /// file for which `known(volume, index)` says its content is known to match its hash.
     pub fn record_all(dir: &Path, m: &Manifest, known: impl Fn(&str, usize) -> bool) -> Verified {
         let mut out = Verified {
             digest: m.digest.clone(),
@@ -82,7 +87,7 @@ impl Verified {
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    (e.kind == crate::manifest::Kind::File && known(&v.name, i))
+                    (e.kind != crate::manifest::Kind::File || known(&v.name, i))
                         .then(|| std::fs::symlink_metadata(root.join(e.rel())).ok())
                         .flatten()
                         .map(|md| source_id(&md))

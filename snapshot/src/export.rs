@@ -180,12 +180,7 @@ fn unpack(parent: &Path, tmp: &Path, input: impl Read) -> Result<Manifest> {
         path: mpath.clone(),
         why: e.to_string(),
     })?;
-    if m.format != manifest::FORMAT {
-        return Err(Error::Manifest {
-            path: mpath,
-            why: format!("format {} is not supported", m.format),
-        });
-    }
+    m.check_format(&mpath)?;
     m.check_paths(&mpath)?;
     if manifest::digest(&m.volumes) != m.digest {
         return Err(Error::Manifest {
@@ -292,7 +287,10 @@ fn unpack(parent: &Path, tmp: &Path, input: impl Read) -> Result<Manifest> {
                 None => {
                     let (d, nm) = walker.parent(&rel)?;
                     let mut f = fsat::create_at(d, &nm, &label)?;
-                    let (sha, size) = copy::write_and_hash(&mut entry, &mut f, &label)?;
+                    let (sha, size) = match &e.data {
+                        Some(data) => copy::write_and_hash_as(&mut entry, &f, &label, data)?,
+                        None => copy::write_and_hash(&mut entry, &mut f, &label)?,
+                    };
                     let want = e.sha256.as_deref().unwrap_or_default();
                     if sha != want || size != e.size {
                         return Err(bad(
@@ -558,6 +556,7 @@ fn extract_legacy(tarball: &Path, dst: &Path) -> Result<()> {
             rdev: None,
             link_of: None,
             sha256: None,
+            data: None,
             src: None,
         };
         if matches!(kind, Kind::Chardev | Kind::Blockdev) {

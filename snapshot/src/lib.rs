@@ -6,6 +6,7 @@
 //! included). See DESIGN.md, "Snapshots".
 
 mod cache;
+mod content;
 mod copy;
 mod error;
 mod export;

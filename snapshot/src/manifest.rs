@@ -14,7 +14,12 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-pub const FORMAT: u32 = 1;
+/// The format this code writes. Format 2 added `data` (see `content`): an entry without it
+/// hashes exactly as in format 1, so a format-1 manifest is read, verified and restored as it
+/// is.
+pub const FORMAT: u32 = 2;
+/// Every format this code reads.
+pub const FORMATS: [u32; 2] = [1, 2];
 pub const FILE: &str = "manifest.json";
 /// Where the trees live inside a snapshot directory.
 pub const VOLUMES: &str = "volumes";
@@ -99,6 +104,11 @@ pub struct Entry {
     pub link_of: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sha256: Option<String>,
+    /// Format 2, regular files with holes or bigger than `content::PIECE`: the data segments,
+    /// `[offset, length]`, that `sha256` covers piece by piece; the rest of the file is holes
+    /// (zeros). Absent: `sha256` is of the whole content.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data: Option<Vec<[u64; 2]>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub src: Option<SourceId>,
 }
@@ -197,14 +207,33 @@ impl Manifest {
             path: path.clone(),
             why: e.to_string(),
         })?;
-        if m.format != FORMAT {
-            return Err(Error::Manifest {
-                path,
-                why: format!("format {} is not supported (expected {FORMAT})", m.format),
-            });
-        }
+        m.check_format(&path)?;
         m.check_paths(&path)?;
         Ok(m)
+    }
+
+    /// Refuses a format this code cannot read, and format-2 fields in a format-1 manifest
+    /// (which would be hashed in a way its writer never meant).
+    pub fn check_format(&self, manifest: &Path) -> Result<()> {
+        let why = if !FORMATS.contains(&self.format) {
+            format!(
+                "format {} is not supported (this version reads {FORMATS:?})",
+                self.format
+            )
+        } else if self.format == 1
+            && self
+                .volumes
+                .iter()
+                .any(|v| v.entries.iter().any(|e| e.data.is_some()))
+        {
+            "a format-1 manifest with format-2 data segments".to_owned()
+        } else {
+            return Ok(());
+        };
+        Err(Error::Manifest {
+            path: manifest.to_owned(),
+            why,
+        })
     }
 
     /// Refuses a manifest with an invalid volume name or entry path (see [`check_path`]),
@@ -329,6 +358,18 @@ pub fn structure(v: &Volume) -> (Vec<(String, String)>, Vec<bool>) {
                     "its parent directory {} is not in the manifest",
                     label(parent)
                 )),
+            };
+            if let Some(why) = why {
+                out.push((label(&raw), why));
+                usable[i] = false;
+                continue;
+            }
+        }
+        if let Some(data) = &e.data {
+            let why = if e.kind != Kind::File || e.link_of.is_some() {
+                Some("data segments on an entry that is not a first-named regular file".to_owned())
+            } else {
+                crate::content::check_layout(data, e.size).err()
             };
             if let Some(why) = why {
                 out.push((label(&raw), why));

@@ -166,6 +166,7 @@ pub fn entry_of(path: &Path, rel: &Path) -> Result<Option<(Entry, std::fs::Metad
         rdev: matches!(kind, Kind::Chardev | Kind::Blockdev).then(|| md.rdev()),
         link_of: None,
         sha256: None,
+        data: None,
         src: (kind == Kind::File).then(|| source_id(&md)),
     };
     e.set_rel(rel);

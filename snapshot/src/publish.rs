@@ -44,7 +44,8 @@ pub fn sweep_stale(parent: &Path) -> Result<usize> {
     Ok(n)
 }
 
-/// Removes a big tree on every core: unlinking tens of thousands of names is syscall-bound.
+/// Removes a big tree with `pool::io_threads()` workers: unlinking tens of thousands of names
+/// is syscall- and device-latency-bound.
 /// The top of the tree is opened up breadth-first until there are enough subtrees to share,
 /// those are removed concurrently, then what is left of the top. Each subtree removed is
 /// reported as [`Phase::RemovingPrevious`].
@@ -79,9 +80,11 @@ pub fn remove_tree_parallel(root: &Path, progress: &dyn Progress) -> Result<()> 
         }
     }
     parts.extend(frontier);
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
+    // More removers than cores: freeing a directory's block waits on the device (a
+    // filesystem mounted with `discard` trims it right away: 2.5 ms per rmdir measured on
+    // ext4), so the removal is latency-bound, and 16 removers took 0.4 s where 2 took 5.5 s
+    // for 2,200 directories.
+    let threads = crate::pool::io_threads();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let removed = std::sync::atomic::AtomicU64::new(0);
     let failure = std::sync::Mutex::new(None);

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::cache::{TargetState, Verified};
+use crate::content;
 use crate::copy;
 use crate::error::{Error, Result, io};
 use crate::fsat::{self, Walker};
@@ -136,7 +137,9 @@ pub fn restore_with_progress(
                             // and mtime is only a hint, so the content is read and hashed.
                             || ((h.mtime(), h.mtime_nsec()) == (e.mtime_sec, e.mtime_nsec)
                                 && fsat::open_read_at(d, &nm, &label)
-                                    .and_then(|mut f| copy::hash_file(&mut f, &label))
+                                    .and_then(|f| {
+                                        content::hash_as(&f, e.size, e.data.as_deref(), &label)
+                                    })
                                     .is_ok_and(|h| h == sha)))
                 });
                 if unchanged {

@@ -1,15 +1,20 @@
 //! Taking a snapshot: walk each source tree, copy it into a temporary directory beside the
 //! published snapshot (reusing unchanged files of the previous snapshot by hardlink), write the
-//! manifest last, flush, and swap it in.
+//! manifest last, flush, and swap it in. When the walk finds every entry exactly as the
+//! published snapshot has it, and that snapshot's every inode still has the identity it had
+//! when it was last known to match its manifest, the snapshot is already exact: nothing is
+//! written or published.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use crate::cache::Verified;
-use crate::copy::{self, Method};
+use crate::content;
+use crate::copy::{self, Method, PROBES, Split};
 use crate::error::{Error, Result, io, nix_io};
 use crate::manifest::{self, Entry, Kind, Manifest, SourceId, VOLUMES, Volume};
 use crate::meta;
@@ -49,12 +54,19 @@ pub struct Summary {
     pub bytes_reflinked: u64,
     pub sockets_skipped: u64,
     pub millis: u64,
+    /// Take: every entry of the source was found exactly as the published snapshot has it,
+    /// so nothing was written (the snapshot, its manifest and its caches are untouched).
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 /// Where a file of the new snapshot comes from.
 enum Source {
     /// Copied (and hashed) from the source tree.
     Tree(PathBuf),
+    /// One piece of a big file of the source tree, copied (unless reflinked) and hashed on
+    /// its own: `splits[split]`, piece `piece`.
+    Piece { split: usize, piece: usize },
     /// Unchanged since the previous snapshot: hardlinked to its inode there (`prev`), which
     /// already carries the right metadata, as long as that inode still has the identity
     /// (`vouched`) the previous snapshot's verify cache recorded when its content last hashed
@@ -67,9 +79,18 @@ enum Source {
 }
 
 enum Done {
-    Copied(String, Method),
+    Copied(copy::Copied),
     /// Linked to a previous-snapshot inode that still had its vouched identity.
     Linked,
+    Piece([u8; 32]),
+}
+
+/// A big file copied as pieces (see `copy::split`).
+struct SplitFile {
+    index: usize,
+    src: PathBuf,
+    dst: PathBuf,
+    split: Split,
 }
 
 struct Job {
@@ -93,7 +114,11 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
     std::fs::create_dir_all(&req.parent).map_err(io("creating", &req.parent))?;
     publish::sweep_stale(&req.parent)?;
     let prev_dir = req.parent.join(publish::SNAPSHOT);
-    let previous = Manifest::load(&prev_dir).ok();
+    // A manifest whose entries do not hash to its digest was altered: nothing it says is
+    // reused (its verify cache is keyed by that digest, so it would vouch for the alteration).
+    let previous = Manifest::load(&prev_dir)
+        .ok()
+        .filter(|m| manifest::digest(&m.volumes) == m.digest);
     let prev_known = previous
         .as_ref()
         .map(|m| Verified::load(&prev_dir, m))
@@ -118,12 +143,36 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
         summary.sockets_skipped += plan.sockets;
         plans.push(plan);
     }
-    space::check(&req.parent, needed, entries, req.reserve)?;
     let (files, bytes) = plans
         .iter()
         .flat_map(|p| &p.entries)
         .filter(|e| e.kind == Kind::File && e.link_of.is_none())
         .fold((0, 0), |(n, b), e| (n + 1, b + e.size));
+    if let Some(prev) = &previous
+        && unchanged(&plans, prev)
+    {
+        // Nothing to write, so nothing can be torn: the published snapshot, its manifest
+        // and its verify cache stay byte for byte what they were, and still describe the
+        // source exactly.
+        progress.planned(files, bytes);
+        progress.advanced(files, bytes);
+        for e in plans.iter().flat_map(|p| &p.entries) {
+            match e.kind {
+                // Counted as a full take counts them: one per inode.
+                Kind::File if e.link_of.is_some() => {}
+                Kind::File => summary.files += 1,
+                Kind::Dir => summary.dirs += 1,
+                _ => summary.other += 1,
+            }
+        }
+        summary.files_reused = files;
+        summary.bytes_reused = bytes;
+        summary.unchanged = true;
+        summary.millis = started.elapsed().as_millis() as u64;
+        tracing::info!(parent = %req.parent.display(), files = summary.files, millis = summary.millis, "snapshot unchanged: the published one is exact");
+        return Ok(summary);
+    }
+    space::check(&req.parent, needed, entries, req.reserve)?;
     progress.planned(files, bytes);
 
     let tmp = publish::tmp_dir(&req.parent);
@@ -184,11 +233,37 @@ struct Plan {
     /// For each entry: reuse this file of the previous snapshot instead of copying, if it
     /// still has this identity.
     reuse: Vec<Option<(PathBuf, SourceId)>>,
+    /// Per entry: the published snapshot has this very entry (same manifest entry at the same
+    /// index) and its inode there still has the identity recorded when it last matched.
+    same: Vec<bool>,
     /// Per entry: the content is known to match its hash (copied and hashed now, or linked
     /// to a previous-snapshot inode that was itself known good), for the verify cache.
     hash_known: Vec<bool>,
     needed: u64,
     sockets: u64,
+}
+
+/// Whether the walk found the published snapshot `prev` exact: same volumes, every entry
+/// equal to its manifest entry (source identities included, so no content changed), and
+/// every inode of the snapshot vouched unchanged since it last matched.
+fn unchanged(plans: &[Plan], prev: &Manifest) -> bool {
+    plans.len() == prev.volumes.len()
+        && plans.iter().zip(&prev.volumes).all(|(p, v)| {
+            p.name == v.name
+                && p.entries.len() == v.entries.len()
+                && p.same.iter().all(|s| *s)
+                && p.entries == v.entries
+        })
+}
+
+/// One entry found by the walk.
+struct Found {
+    entry: Entry,
+    dev_ino: (u64, u64),
+    nlink: u64,
+    blocks: u64,
+    reuse: Option<(PathBuf, SourceId)>,
+    same: bool,
 }
 
 fn plan_volume(
@@ -198,88 +273,230 @@ fn plan_volume(
     prev_dir: &Path,
     prev_known: &Verified,
 ) -> Result<Plan> {
-    let prev_by_path: HashMap<PathBuf, (usize, &Entry)> = prev
+    let prev_by_path: HashMap<Vec<u8>, usize> = prev
         .map(|v| {
             v.entries
                 .iter()
                 .enumerate()
-                .map(|(i, e)| (e.rel(), (i, e)))
+                .map(|(i, e)| (e.rel_bytes(), i))
                 .collect()
         })
         .unwrap_or_default();
-    let mut entries = Vec::new();
-    let mut reuse = Vec::new();
-    let mut needed = 0u64;
-    let mut sockets = 0u64;
-    let mut first_by_inode: HashMap<(u64, u64), usize> = HashMap::new();
-    // Iterative walk: no recursion depth limit.
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let path = src.join(&rel);
-        let Some((mut e, md)) = meta::entry_of(&path, &rel)? else {
+    let snap_root = prev_dir.join(VOLUMES).join(name);
+    let inspect = |rel: &Path| -> Result<Option<Found>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = src.join(rel);
+        let Some((mut e, md)) = meta::entry_of(&path, rel)? else {
             tracing::warn!(path = %path.display(), "skipping a socket");
-            sockets += 1;
-            continue;
+            return Ok(None);
         };
-        needed += ENTRY_OVERHEAD;
-        let mut reused = None;
-        if e.kind == Kind::File {
-            use std::os::unix::fs::MetadataExt;
-            if md.nlink() > 1 {
-                let key = (md.dev(), md.ino());
-                if let Some(first) = first_by_inode.get(&key) {
-                    e.link_of = Some(*first);
-                    e.src = None;
-                    entries.push(e);
-                    reuse.push(None);
-                    continue;
-                }
-                first_by_inode.insert(key, entries.len());
-            }
-            // The manifest only says what the previous file was when it was taken; its inode
-            // may have been altered since (a user, tampering, a bad disk write). Only the verify
-            // cache's identity, unchanged since its content last hashed clean, vouches that it
-            // still is that (the kernel moves ctime on any change). Anything else is copied
-            // afresh, and counted as such by the space check.
-            let prev_file = prev_dir.join(VOLUMES).join(name).join(&rel);
-            if let Some(&(prev_index, p)) = prev_by_path.get(&rel)
+        let mut reuse = None;
+        let mut same = false;
+        if let Some(v) = prev
+            && let Some(&i) = prev_by_path.get(rel.as_os_str().as_bytes())
+        {
+            let p = &v.entries[i];
+            // The manifest only says what the previous entry was when it was taken; its inode
+            // may have been altered since (a user, tampering, a bad disk write). Only the
+            // verify cache's identity, unchanged since the entry last matched (its content
+            // hashed clean, its metadata compared), vouches that it still is that (the kernel
+            // moves ctime on any change, a directory's on any change to its names). A further
+            // name of a hardlinked file is its first name's inode.
+            let vouched = prev_known.get(name, p.link_of.unwrap_or(i)).copied();
+            let snap = snap_root.join(rel);
+            let held = vouched.filter(|v| {
+                std::fs::symlink_metadata(&snap).is_ok_and(|md| meta::source_id(&md) == *v)
+            });
+            same = held.is_some();
+            if let Some(vouched) = held
+                && e.kind == Kind::File
                 && p.kind == Kind::File
                 && p.link_of.is_none()
                 && p.src.is_some()
                 && p.src == e.src
                 && p.sha256.is_some()
-                && let Some(&vouched) = prev_known.get(name, prev_index)
-                && std::fs::symlink_metadata(&prev_file)
-                    .is_ok_and(|md| meta::source_id(&md) == vouched)
             {
                 e.sha256 = p.sha256.clone();
-                reused = Some((prev_file, vouched));
-            } else {
-                needed += md.blocks() * 512;
+                e.data = p.data.clone();
+                reuse = Some((snap, vouched));
             }
         }
-        if e.kind == Kind::Dir {
-            let mut children: Vec<PathBuf> = std::fs::read_dir(&path)
-                .map_err(io("listing", &path))?
-                .map(|d| d.map(|d| rel.join(d.file_name())))
-                .collect::<std::io::Result<_>>()
-                .map_err(io("listing", &path))?;
-            // Reverse-sorted onto the stack so entries come out in name order.
-            children.sort();
-            stack.extend(children.into_iter().rev());
+        Ok(Some(Found {
+            entry: e,
+            dev_ino: (md.dev(), md.ino()),
+            nlink: md.nlink(),
+            blocks: md.blocks(),
+            reuse,
+            same,
+        }))
+    };
+    let Some(root) = inspect(Path::new(""))? else {
+        return Err(io("snapshotting", src)(std::io::Error::other(
+            "the volume root is a socket",
+        )));
+    };
+    let mut children = if root.entry.kind == Kind::Dir {
+        walk(src, &inspect)?
+    } else {
+        HashMap::new()
+    };
+
+    // Assembled in walk order (depth first, names sorted), which the manifest keeps.
+    let mut entries = Vec::new();
+    let mut reuse = Vec::new();
+    let mut same = Vec::new();
+    let mut needed = 0u64;
+    let mut sockets = 0u64;
+    let mut first_by_inode: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut stack = vec![Some(root)];
+    while let Some(found) = stack.pop() {
+        let Some(mut f) = found else {
+            sockets += 1;
+            continue;
+        };
+        needed += ENTRY_OVERHEAD;
+        if f.entry.kind == Kind::Dir
+            && let Some(kids) = children.remove(&f.entry.rel())
+        {
+            stack.extend(kids.into_iter().rev());
         }
-        entries.push(e);
-        reuse.push(reused);
+        if f.entry.kind == Kind::File {
+            if f.nlink > 1 {
+                if let Some(&first) = first_by_inode.get(&f.dev_ino) {
+                    f.entry.link_of = Some(first);
+                    f.entry.src = None;
+                    f.entry.data = None;
+                    // The first name's hash, as the manifest lists it for every name.
+                    f.entry.sha256 = entries.get(first).and_then(|e: &Entry| e.sha256.clone());
+                    entries.push(f.entry);
+                    reuse.push(None);
+                    same.push(f.same);
+                    continue;
+                }
+                first_by_inode.insert(f.dev_ino, entries.len());
+            }
+            if f.reuse.is_none() {
+                needed += f.blocks * 512;
+            }
+        }
+        entries.push(f.entry);
+        reuse.push(f.reuse);
+        same.push(f.same);
     }
     Ok(Plan {
         name: name.to_owned(),
         src: src.to_owned(),
         entries,
         reuse,
+        same,
         hash_known: Vec::new(),
         needed,
         sockets,
     })
+}
+
+/// Lists every directory below `src` and inspects every entry, on `pool::io_threads()`
+/// workers: a cold walk is bound by the disk's latency (one inode read per lstat), which
+/// more requests in flight hide. Returns each directory's children, names sorted (`None`
+/// for a socket).
+fn walk<T: Send + IsDir>(
+    src: &Path,
+    inspect: &(dyn Fn(&Path) -> Result<Option<T>> + Sync),
+) -> Result<HashMap<PathBuf, Vec<Option<T>>>> {
+    struct Queue {
+        dirs: Vec<PathBuf>,
+        busy: usize,
+        failed: Option<crate::error::Error>,
+    }
+    let queue = Mutex::new(Queue {
+        dirs: vec![PathBuf::new()],
+        busy: 0,
+        failed: None,
+    });
+    let wake = Condvar::new();
+    let out = Mutex::new(HashMap::new());
+    let list = |rel: &Path| -> Result<(Vec<Option<T>>, Vec<PathBuf>)> {
+        let path = src.join(rel);
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&path)
+            .map_err(io("listing", &path))?
+            .map(|d| d.map(|d| d.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(io("listing", &path))?;
+        names.sort();
+        let mut kids = Vec::with_capacity(names.len());
+        let mut dirs = Vec::new();
+        for n in names {
+            let child = rel.join(n);
+            let found = inspect(&child)?;
+            if found.as_ref().is_some_and(IsDir::is_dir) {
+                dirs.push(child);
+            }
+            kids.push(found);
+        }
+        Ok((kids, dirs))
+    };
+    std::thread::scope(|s| {
+        for _ in 0..crate::pool::io_threads() {
+            s.spawn(|| {
+                let Ok(mut q) = queue.lock() else { return };
+                loop {
+                    if q.failed.is_some() {
+                        break;
+                    }
+                    let Some(rel) = q.dirs.pop() else {
+                        if q.busy == 0 {
+                            break;
+                        }
+                        match wake.wait(q) {
+                            Ok(g) => q = g,
+                            Err(_) => return,
+                        }
+                        continue;
+                    };
+                    q.busy += 1;
+                    drop(q);
+                    let r = list(&rel);
+                    q = match queue.lock() {
+                        Ok(g) => g,
+                        Err(_) => return,
+                    };
+                    q.busy -= 1;
+                    match r {
+                        Ok((kids, dirs)) => {
+                            q.dirs.extend(dirs);
+                            if let Ok(mut o) = out.lock() {
+                                o.insert(rel, kids);
+                            }
+                        }
+                        Err(e) => {
+                            q.failed.get_or_insert(e);
+                        }
+                    }
+                    wake.notify_all();
+                }
+                wake.notify_all();
+            });
+        }
+    });
+    let q = queue
+        .into_inner()
+        .map_err(|_| io("walking", src)(std::io::Error::other("a walker panicked")))?;
+    if let Some(e) = q.failed {
+        return Err(e);
+    }
+    out.into_inner()
+        .map_err(|_| io("walking", src)(std::io::Error::other("a walker panicked")))
+}
+
+/// What the walk needs to know to descend.
+trait IsDir {
+    fn is_dir(&self) -> bool;
+}
+
+impl IsDir for Found {
+    fn is_dir(&self) -> bool {
+        self.entry.kind == Kind::Dir
+    }
 }
 
 fn build(
@@ -292,6 +509,7 @@ fn build(
     for plan in plans.iter_mut() {
         let root = tmp.join(VOLUMES).join(&plan.name);
         let mut jobs = Vec::new();
+        let mut splits: Vec<SplitFile> = Vec::new();
         // Directories, links and special files first (parents before children: walk order).
         for (i, e) in plan.entries.iter().enumerate() {
             let dst = root.join(e.rel());
@@ -313,15 +531,42 @@ fn build(
                 Kind::File if e.link_of.is_some() => {}
                 Kind::File => {
                     summary.files += 1;
-                    jobs.push(Job {
-                        src: match &plan.reuse[i] {
-                            Some((prev, vouched)) => Source::Previous {
-                                prev: prev.clone(),
-                                vouched: *vouched,
-                                tree: plan.src.join(e.rel()),
-                            },
-                            None => Source::Tree(plan.src.join(e.rel())),
+                    let tree = plan.src.join(e.rel());
+                    let src = match &plan.reuse[i] {
+                        Some((prev, vouched)) => Source::Previous {
+                            prev: prev.clone(),
+                            vouched: *vouched,
+                            tree,
                         },
+                        // A big file is cut into pieces that are copied and hashed as jobs
+                        // of their own, so it is spread over every core.
+                        None if e.size > content::PIECE => {
+                            match copy::split(&tree, &dst, &PROBES)? {
+                                Some(split) => {
+                                    let n = splits.len();
+                                    for (piece, &(_, len)) in split.pieces.iter().enumerate() {
+                                        jobs.push(Job {
+                                            src: Source::Piece { split: n, piece },
+                                            dst: dst.clone(),
+                                            index: i,
+                                            size: len,
+                                        });
+                                    }
+                                    splits.push(SplitFile {
+                                        index: i,
+                                        src: tree,
+                                        dst,
+                                        split,
+                                    });
+                                    continue;
+                                }
+                                None => Source::Tree(tree),
+                            }
+                        }
+                        None => Source::Tree(tree),
+                    };
+                    jobs.push(Job {
+                        src,
                         dst,
                         index: i,
                         size: e.size,
@@ -329,32 +574,46 @@ fn build(
                 }
             }
         }
-        let results = copy_parallel(&jobs, &plan.entries, progress)?;
+        // Biggest first, so no big piece is left alone on one core at the end.
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.size));
+        let results = copy_parallel(&jobs, &splits, &plan.entries, progress)?;
         let mut has_meta = vec![false; plan.entries.len()];
         plan.hash_known = vec![false; plan.entries.len()];
+        let mut pieces: Vec<Vec<[u8; 32]>> = splits
+            .iter()
+            .map(|s| vec![[0; 32]; s.split.pieces.len()])
+            .collect();
         for (job, done) in jobs.iter().zip(results) {
             has_meta[job.index] = true;
             let e = &mut plan.entries[job.index];
             plan.hash_known[job.index] = true;
-            let (sha, method) = match done {
+            let c = match done {
                 Done::Linked => {
                     summary.bytes_reused += e.size;
                     summary.files_reused += 1;
                     continue;
                 }
-                Done::Copied(sha, method) => (sha, method),
+                Done::Piece(h) => {
+                    if let Source::Piece { split, piece } = job.src {
+                        pieces[split][piece] = h;
+                    }
+                    continue;
+                }
+                Done::Copied(c) => c,
             };
-            e.sha256 = Some(sha);
-            match method {
-                Method::Reflink => {
-                    summary.bytes_reflinked += e.size;
-                    summary.files_reflinked += 1;
-                }
-                Method::Copy => {
-                    summary.bytes_copied += e.size;
-                    summary.files_copied += 1;
-                }
-            }
+            e.sha256 = Some(c.sha256);
+            e.data = c.data;
+            count(summary, c.method, e.size);
+        }
+        for (sf, hashes) in splits.iter().zip(pieces) {
+            let e = &mut plan.entries[sf.index];
+            e.sha256 = Some(content::combine(sf.split.size, &sf.split.pieces, &hashes));
+            e.data = Some(sf.split.data.clone());
+            count(summary, sf.split.method, e.size);
+            // After the content, so the mtime sticks.
+            meta::apply(&sf.dst, e)?;
+            let data: u64 = sf.split.pieces.iter().map(|&(_, len)| len).sum();
+            progress.advanced(1, e.size.saturating_sub(data));
         }
         // Second and later names of hardlinked files.
         for e in plan.entries.iter().filter(|e| e.link_of.is_some()) {
@@ -376,6 +635,19 @@ fn build(
         apply_all(&root, &plan.entries, &has_meta)?;
     }
     Ok(())
+}
+
+fn count(summary: &mut Summary, method: Method, size: u64) {
+    match method {
+        Method::Reflink => {
+            summary.bytes_reflinked += size;
+            summary.files_reflinked += 1;
+        }
+        Method::Copy => {
+            summary.bytes_copied += size;
+            summary.files_copied += 1;
+        }
+    }
 }
 
 /// Metadata of every entry but those flagged in `has_meta` (and their further names);
@@ -418,9 +690,15 @@ pub(crate) fn mknod(dst: &Path, e: &Entry) -> Result<()> {
 
 type CopyResult = Result<Done>;
 
-/// Copies and hashes, or links, files on every core; a copied file gets its metadata right
-/// away (after its content, so the mtime sticks), which spreads those syscalls too.
-fn copy_parallel(jobs: &[Job], entries: &[Entry], progress: &dyn Progress) -> Result<Vec<Done>> {
+/// Copies and hashes, or links, files and pieces of big files on every core; a whole copied
+/// file gets its metadata right away (after its content, so the mtime sticks), which spreads
+/// those syscalls too.
+fn copy_parallel(
+    jobs: &[Job],
+    splits: &[SplitFile],
+    entries: &[Entry],
+    progress: &dyn Progress,
+) -> Result<Vec<Done>> {
     // Cold source files are read at the disk's latency: see `pool::io_threads`.
     let threads = crate::pool::io_threads();
     let next = AtomicUsize::new(0);
@@ -433,9 +711,9 @@ fn copy_parallel(jobs: &[Job], entries: &[Entry], progress: &dyn Progress) -> Re
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
                     let copy = |src: &Path| {
-                        copy::copy_and_hash(src, &job.dst).and_then(|(sha, method)| {
+                        copy::copy_and_hash(src, &job.dst, &PROBES).and_then(|c| {
                             meta::apply(&job.dst, &entries[job.index])?;
-                            Ok(Done::Copied(sha, method))
+                            Ok(Done::Copied(c))
                         })
                     };
                     let r = match &job.src {
@@ -454,10 +732,20 @@ fn copy_parallel(jobs: &[Job], entries: &[Entry], progress: &dyn Progress) -> Re
                             _ => copy(tree),
                         },
                         Source::Tree(src) => copy(src),
+                        Source::Piece { split, piece } => {
+                            let sf = &splits[*split];
+                            let (off, len) = sf.split.pieces[*piece];
+                            copy::split_piece(&sf.src, &sf.dst, off, len, sf.split.method)
+                                .map(Done::Piece)
+                        }
                     };
                     let failed = r.is_err();
                     if r.is_ok() {
-                        progress.advanced(1, job.size);
+                        match job.src {
+                            // The file is counted once all its pieces are in (see `build`).
+                            Source::Piece { .. } => progress.advanced(0, job.size),
+                            _ => progress.advanced(1, job.size),
+                        }
                     }
                     if let Ok(mut all) = results.lock() {
                         all[i] = Some(r);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::cache::Verified;
-use crate::copy;
+use crate::content;
 use crate::error::{Result, io};
 use crate::fsat::{self, Walker};
 use crate::manifest::{self, Kind, Manifest, SourceId, VOLUMES};
@@ -121,6 +121,12 @@ pub(crate) fn check(
                 .differences(e)
             }) {
                 Ok((diffs, md)) => {
+                    if diffs.is_empty() && e.kind != Kind::File {
+                        // Recorded, and saved only if the whole check is clean (see `cache`).
+                        // The identity is taken before this directory's listing is checked,
+                        // so a name added after that check moves it.
+                        known.set(&v.name, v.entries.len(), index, source_id(&md));
+                    }
                     for d in diffs {
                         push(label.clone(), d);
                     }
@@ -142,6 +148,8 @@ pub(crate) fn check(
                     label,
                     want: e.sha256.clone().unwrap_or_default(),
                     size: e.size,
+                    data: e.data.as_deref(),
+                    pieces: e.data.as_deref().map(content::pieces).unwrap_or_default(),
                     volume: &v.name,
                     len: v.entries.len(),
                     index,
@@ -181,17 +189,33 @@ pub(crate) fn check(
             }
         }
     }
-    // Largest first, so one big file does not end up alone on one core at the very end.
-    hash_jobs.sort_by_key(|j| std::cmp::Reverse(j.size));
+    // A file with `data` is hashed piece by piece, each piece a job of its own (plus one for
+    // its holes), so one big file is hashed on every core; the rest whole, one job each.
+    let mut parts: Vec<(usize, Part)> = Vec::new();
+    for (i, j) in hash_jobs.iter().enumerate() {
+        if j.data.is_some() {
+            parts.extend((0..j.pieces.len()).map(|p| (i, Part::Piece(p))));
+            parts.push((i, Part::Holes));
+        } else {
+            parts.push((i, Part::Whole));
+        }
+    }
+    // Largest first, so one big piece does not end up alone on one core at the very end.
+    parts.sort_by_key(|&(i, p)| std::cmp::Reverse(part_size(&hash_jobs[i], p)));
     let next = AtomicUsize::new(0);
     let hashed = AtomicU64::new(0);
-    let clean = Mutex::new(Vec::new());
+    let results: Vec<Mutex<Outcome>> = hash_jobs
+        .iter()
+        .map(|j| {
+            Mutex::new(Outcome {
+                pieces: vec![None; j.pieces.len()],
+                ..Outcome::default()
+            })
+        })
+        .collect();
     // Cold small files are bound by I/O latency, not by the hash: more readers than cores
     // keep the disk's queue full (8 readers read a cold 20,000-file tree 1.7x faster than 2).
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .saturating_mul(4)
-        .clamp(8, 16);
+    let threads = crate::pool::io_threads();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -200,31 +224,61 @@ pub(crate) fn check(
                     .map(|r| r.as_ref().map(|(fd, p)| Walker::new(fd.as_fd(), p)))
                     .collect();
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(job) = hash_jobs.get(i) else {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(i, part)) = parts.get(n) else {
                         break;
                     };
+                    let job = &hash_jobs[i];
                     let Some(Some(walker)) = walkers.get_mut(job.slot) else {
                         break;
                     };
-                    match hash_at(walker, job) {
-                        Ok(h) if h == job.want => {
-                            if let Ok(mut c) = clean.lock() {
-                                c.push(i);
+                    let r = hash_part(walker, job, part);
+                    if let Ok(mut o) = results[i].lock() {
+                        match r {
+                            Ok(Done::Whole(h)) => o.whole = Some(h),
+                            Ok(Done::Piece(h)) => {
+                                if let Part::Piece(p) = part {
+                                    o.pieces[p] = Some(h);
+                                }
                             }
+                            Ok(Done::Holes(clean)) => o.holes = Some(clean),
+                            Err(e) => o.error = o.error.take().or(Some(e.to_string())),
                         }
-                        Ok(h) => push(
-                            job.label.clone(),
-                            format!("sha256 mismatch: {h}, expected {}", job.want),
-                        ),
-                        Err(e) => push(job.label.clone(), e.to_string()),
                     }
-                    hashed.fetch_add(job.size, Ordering::Relaxed);
+                    hashed.fetch_add(part_size(job, part), Ordering::Relaxed);
                 }
             });
         }
     });
-    for i in clean.into_inner().unwrap_or_default() {
+    let mut clean = Vec::new();
+    for (i, (job, o)) in hash_jobs.iter().zip(results).enumerate() {
+        let o = o.into_inner().unwrap_or_default();
+        let got = match (&o.error, job.data) {
+            (Some(e), _) => Err(e.clone()),
+            (None, None) => o.whole.ok_or_else(|| "not hashed".to_owned()),
+            (None, Some(_)) => match (
+                o.holes,
+                o.pieces.iter().copied().collect::<Option<Vec<_>>>(),
+            ) {
+                (Some(false), _) => Ok(content::HOLE_NOT_EMPTY.to_owned()),
+                (Some(true), Some(ps)) => Ok(content::combine(job.size, &job.pieces, &ps)),
+                _ => Err("not hashed".to_owned()),
+            },
+        };
+        match got {
+            Ok(h) if h == job.want => clean.push(i),
+            Ok(h) if h == content::HOLE_NOT_EMPTY => push(
+                job.label.clone(),
+                "content mismatch: data where the manifest has a hole".to_owned(),
+            ),
+            Ok(h) => push(
+                job.label.clone(),
+                format!("sha256 mismatch: {h}, expected {}", job.want),
+            ),
+            Err(e) => push(job.label.clone(), e),
+        }
+    }
+    for i in clean {
         let j = &hash_jobs[i];
         known.set(j.volume, j.len, j.index, j.id);
     }
@@ -237,19 +291,60 @@ pub(crate) fn check(
     Ok(report)
 }
 
-/// Hashes the file of `job`, opened without following anything; a file that is no longer
-/// the inode that was just compared is reported, not hashed.
-fn hash_at(walker: &mut Walker, job: &HashJob) -> Result<String> {
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Whole,
+    Piece(usize),
+    Holes,
+}
+
+enum Done {
+    Whole(String),
+    Piece([u8; 32]),
+    Holes(bool),
+}
+
+#[derive(Default)]
+struct Outcome {
+    whole: Option<String>,
+    pieces: Vec<Option<[u8; 32]>>,
+    holes: Option<bool>,
+    error: Option<String>,
+}
+
+fn part_size(job: &HashJob, part: Part) -> u64 {
+    match part {
+        Part::Whole => job.size,
+        Part::Piece(p) => job.pieces.get(p).map_or(0, |&(_, len)| len),
+        Part::Holes => 0,
+    }
+}
+
+/// Hashes one part of the file of `job`, opened without following anything; a file that is
+/// no longer the inode that was just compared is reported, not hashed.
+fn hash_part(walker: &mut Walker, job: &HashJob, part: Part) -> Result<Done> {
     let path = walker.label(&job.rel);
     let (dir, name) = walker.parent(&job.rel)?;
-    let mut f = fsat::open_read_at(dir, &name, &path)?;
+    let f = fsat::open_read_at(dir, &name, &path)?;
     let md = f.metadata().map_err(io("stat", &path))?;
     if (md.dev(), md.ino()) != (job.id.dev, job.id.ino) {
         return Err(io("hashing", &path)(std::io::Error::other(
             "it was replaced while being verified",
         )));
     }
-    copy::hash_file(&mut f, &path)
+    Ok(match part {
+        Part::Whole => Done::Whole(content::hash_whole(&f, md.len(), &path)?),
+        Part::Piece(p) => {
+            let (off, len) = job.pieces[p];
+            Done::Piece(content::hash_range(&f, off, len, &path)?)
+        }
+        Part::Holes => Done::Holes(content::holes_are_clean(
+            &f,
+            md.len(),
+            job.data.unwrap_or_default(),
+            &path,
+        )?),
+    })
 }
 
 struct HashJob<'a> {
@@ -259,6 +354,9 @@ struct HashJob<'a> {
     label: String,
     want: String,
     size: u64,
+    /// The entry's data segments, when it is hashed by pieces, and those pieces.
+    data: Option<&'a [[u64; 2]]>,
+    pieces: Vec<(u64, u64)>,
     volume: &'a str,
     len: usize,
     index: usize,

@@ -27,6 +27,7 @@ fn entry(path: &str, kind: Kind, mode: u32) -> Entry {
         rdev: None,
         link_of: None,
         sha256: None,
+        data: None,
         src: None,
     }
 }

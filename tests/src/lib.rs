@@ -11,6 +11,7 @@
 //! - [`abra_sim`]: the abra simulator (`abra-sim` binary) over the real engine.
 
 pub mod abra_sim;
+pub mod deployers;
 pub mod docker;
 pub mod images;
 pub mod ports;
@@ -65,10 +66,20 @@ pub fn abra_sim_bin() -> anyhow::Result<std::path::PathBuf> {
 /// Runs `ci-warm --config CONFIG ARGS...` and echoes its exit code and output on stderr, which
 /// the test runner shows when a test fails.
 pub fn run_ci_warm(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    run_ci_warm_with_env(config, args, &[])
+}
+
+/// [`run_ci_warm`] with more environment variables (e.g. the simulator's `ABRA_SIM_*`).
+pub fn run_ci_warm_with_env(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Output {
     let out = std::process::Command::new(ci_warm_bin())
         .arg("--config")
         .arg(config)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running ci-warm {args:?}: {e}"));
     eprintln!(

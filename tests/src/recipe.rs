@@ -262,13 +262,23 @@ impl DemoRecipe {
                 &format!("release {}", release.tag),
             ],
         )?;
-        git(&self.dir, &["tag", &release.tag])?;
+        // Annotated, as real recipes tag releases: abra's lint (R014) refuses lightweight tags.
+        git(
+            &self.dir,
+            &[
+                "tag",
+                "-a",
+                "-m",
+                &format!("release {}", release.tag),
+                &release.tag,
+            ],
+        )?;
         Ok(())
     }
 
     /// Commits arbitrary files (e.g. a custom `compose.yml` and `.env.sample`) and tags the
     /// commit `tag`, annotated when `annotated` (abra's lint rule R014 wants annotated tags;
-    /// [`DemoRecipe::publish`] makes lightweight ones). For tests that need a release the
+    /// [`DemoRecipe::publish`] makes annotated ones too). For tests that need a release the
     /// catalogue has not got (a dropped service, secrets, a long start_period).
     pub fn publish_files(
         &self,

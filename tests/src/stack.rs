@@ -246,6 +246,10 @@ pub fn remove_stack(name: &str) -> Vec<String> {
             for n in lines(&["network", "ls", "-q", "--filter", &label]) {
                 let _ = Command::new("docker").args(["network", "rm", &n]).output();
             }
+            // Secrets an abra bootstrap generated (`<stack>_<name>_<version>`).
+            for s in lines(&["secret", "ls", "-q", "--filter", &format!("name={name}_")]) {
+                let _ = Command::new("docker").args(["secret", "rm", &s]).output();
+            }
         }
         let left: Vec<String> = lines(&[
             "service",

@@ -1,5 +1,6 @@
-//! `ci-warm reconcile` end to end on the real swarm with the demo recipe and the stack deployer:
-//! upgrades, rollbacks of version and data, holds, approvals, a killed run, a busy lock.
+//! `ci-warm reconcile` end to end on the real swarm with the demo recipe, under both deployers
+//! (`stack`, and `abra` through the simulator): upgrades, rollbacks of version and data, holds,
+//! approvals, a killed run, a busy lock.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -7,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use ci_warm_tests::both_deployers;
+use ci_warm_tests::deployers::Kind;
 use ci_warm_tests::docker::require_docker;
 use ci_warm_tests::recipe::{DemoRecipe, Release, release};
 use ci_warm_tests::stack::TestStack;
@@ -20,7 +23,13 @@ struct World {
 }
 
 impl World {
-    async fn new(test: &str, upto: &str, initial: &str, stateful: bool) -> Option<World> {
+    async fn new(
+        kind: Kind,
+        test: &str,
+        upto: &str,
+        initial: &str,
+        stateful: bool,
+    ) -> Option<World> {
         require_docker().await?;
         images::ensure_images().expect("demo images");
         let st = TestStack::new(test);
@@ -28,21 +37,20 @@ impl World {
             DemoRecipe::with_catalogue(&st.path().join("recipe"), Some(upto)).expect("demo recipe");
         let state_dir = st.path().join("state");
         let config = st.path().join("config.json");
+        let mut app = serde_json::json!({
+            "recipe": "demo",
+            "repo": recipe.url(),
+            "stateful": stateful,
+            "initial_version": initial,
+            "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
+        });
+        app.as_object_mut().unwrap().extend(kind.app_keys(&st));
         let json = serde_json::json!({
             "state_dir": state_dir,
-            "deployer": {"kind": "stack"},
+            "deployer": kind.deployer(&st),
             "health": {"timeout_secs": 20, "interval_ms": 500},
             "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
-            "apps": {"demo": {
-                "recipe": "demo",
-                "repo": recipe.url(),
-                "domain": format!("{}.example.org", st.name.replace('_', "-")),
-                "stack": st.name,
-                "env_file": st.env_file(),
-                "stateful": stateful,
-                "initial_version": initial,
-                "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
-            }},
+            "apps": {"demo": app},
         });
         std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
         Some(World {
@@ -127,9 +135,10 @@ const V100: &str = "1.0.0+1.0.0";
 const V110: &str = "1.1.0+1.0.0";
 const MARKER: &str = "created by 1.0.0+1.0.0\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stateful_upgrade_keeps_data_and_rollback_restores_it_once() {
-    let Some(w) = World::new("rc_stateful", V110, V100, true).await else {
+both_deployers!(stateful_upgrade_keeps_data_and_rollback_restores_it_once => stateful_upgrade_keeps_data_and_rollback_restores_it_once_stack, stateful_upgrade_keeps_data_and_rollback_restores_it_once_abra);
+
+async fn stateful_upgrade_keeps_data_and_rollback_restores_it_once(kind: Kind) {
+    let Some(w) = World::new(kind, "rc_stateful", V110, V100, true).await else {
         return;
     };
     assert_eq!(w.reconcile(), 0, "bootstrap");
@@ -199,9 +208,10 @@ async fn stateful_upgrade_keeps_data_and_rollback_restores_it_once() {
     assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stateless_upgrade_and_rollback_to_the_previous_version() {
-    let Some(w) = World::new("rc_stateless", V110, V100, false).await else {
+both_deployers!(stateless_upgrade_and_rollback_to_the_previous_version => stateless_upgrade_and_rollback_to_the_previous_version_stack, stateless_upgrade_and_rollback_to_the_previous_version_abra);
+
+async fn stateless_upgrade_and_rollback_to_the_previous_version(kind: Kind) {
+    let Some(w) = World::new(kind, "rc_stateless", V110, V100, false).await else {
         return;
     };
     assert_eq!(w.reconcile(), 0);
@@ -218,9 +228,10 @@ async fn stateless_upgrade_and_rollback_to_the_previous_version() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn holds_alert_once_safe_minor_flows_and_approve_releases() {
-    let Some(w) = World::new("rc_holds", V110, V110, true).await else {
+both_deployers!(holds_alert_once_safe_minor_flows_and_approve_releases => holds_alert_once_safe_minor_flows_and_approve_releases_stack, holds_alert_once_safe_minor_flows_and_approve_releases_abra);
+
+async fn holds_alert_once_safe_minor_flows_and_approve_releases(kind: Kind) {
+    let Some(w) = World::new(kind, "rc_holds", V110, V110, true).await else {
         return;
     };
     assert_eq!(w.reconcile(), 0);
@@ -278,9 +289,10 @@ async fn holds_alert_once_safe_minor_flows_and_approve_releases() {
     assert_eq!(w.alerts().len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_mid_upgrade_is_rolled_back_by_the_next_run() {
-    let Some(w) = World::new("rc_kill", V100, V100, true).await else {
+both_deployers!(killed_mid_upgrade_is_rolled_back_by_the_next_run => killed_mid_upgrade_is_rolled_back_by_the_next_run_stack, killed_mid_upgrade_is_rolled_back_by_the_next_run_abra);
+
+async fn killed_mid_upgrade_is_rolled_back_by_the_next_run(kind: Kind) {
+    let Some(w) = World::new(kind, "rc_kill", V100, V100, true).await else {
         return;
     };
     assert_eq!(w.reconcile(), 0);
@@ -315,9 +327,10 @@ async fn killed_mid_upgrade_is_rolled_back_by_the_next_run() {
     assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_reconciles_one_is_busy() {
-    let Some(w) = World::new("rc_busy", V110, V100, true).await else {
+both_deployers!(concurrent_reconciles_one_is_busy => concurrent_reconciles_one_is_busy_stack, concurrent_reconciles_one_is_busy_abra);
+
+async fn concurrent_reconciles_one_is_busy(kind: Kind) {
+    let Some(w) = World::new(kind, "rc_busy", V110, V100, true).await else {
         return;
     };
     assert_eq!(w.reconcile(), 0);
@@ -371,9 +384,10 @@ fn undeploy(stack: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_is_refused_while_deployed_and_restores_a_wiped_volume() {
-    let Some(w) = World::new("rc_snap", V100, V100, true).await else {
+both_deployers!(snapshot_is_refused_while_deployed_and_restores_a_wiped_volume => snapshot_is_refused_while_deployed_and_restores_a_wiped_volume_stack, snapshot_is_refused_while_deployed_and_restores_a_wiped_volume_abra);
+
+async fn snapshot_is_refused_while_deployed_and_restores_a_wiped_volume(kind: Kind) {
+    let Some(w) = World::new(kind, "rc_snap", V100, V100, true).await else {
         return;
     };
     assert_eq!(w.reconcile(), 0);
@@ -420,7 +434,9 @@ volumes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backupbot_excluded_volume_is_neither_snapshotted_nor_restored() {
-    let Some(w) = World::new("rc_bbot", V100, V110, true).await else {
+    // Exclusions are read from the compose files whichever deployer deploys them; the stack
+    // deployer here (the abra path reads the same files through its own env file).
+    let Some(w) = World::new(Kind::Stack, "rc_bbot", V100, V110, true).await else {
         return;
     };
     let with_cache = |tag: &str| {

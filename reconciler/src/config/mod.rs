@@ -82,11 +82,30 @@ pub enum Deployer {
         abra: PathBuf,
         /// The abra server name the apps are registered on.
         server: String,
+        /// abra's own state directory (`servers/`, `catalogue/`); default `$ABRA_DIR`, else
+        /// `~/.abra`. ci-warm never deploys from its `recipes/`: each app gets its own
+        /// `ABRA_DIR` whose `servers/` and `catalogue/` link here (docs/operations.md).
+        #[serde(default)]
+        abra_dir: Option<PathBuf>,
+        /// Deadline of one abra invocation, in seconds.
+        #[serde(default = "default_abra_timeout")]
+        timeout_secs: u64,
+        /// Extra arguments appended to every `abra app deploy` (e.g. `--no-domain-checks`).
+        #[serde(default)]
+        deploy_args: Vec<String>,
+        /// Run abra under a pseudo-terminal (`script -qec`). Off: deploy, undeploy, new and
+        /// secret ran on plain pipes in production (abra-contract §4.8).
+        #[serde(default)]
+        pty: bool,
     },
 }
 
 fn default_abra() -> PathBuf {
     PathBuf::from("abra")
+}
+
+fn default_abra_timeout() -> u64 {
+    900
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -261,6 +280,13 @@ pub struct App {
     /// Overrides `health.timeout_secs` for this app.
     #[serde(default)]
     pub health_timeout_secs: Option<u64>,
+    /// abra deployer: create the app (`abra app new`, missing secrets generated) when its env
+    /// file does not exist (default true).
+    #[serde(default)]
+    pub bootstrap: Option<bool>,
+    /// abra deployer: keys written into the env file when the app is bootstrapped.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -331,6 +357,12 @@ pub struct Canonical {
     pub allow_prerelease: bool,
     #[serde(default)]
     pub health_timeout_secs: Option<u64>,
+    /// As [`App::bootstrap`].
+    #[serde(default)]
+    pub bootstrap: Option<bool>,
+    /// As [`App::env`].
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -926,7 +958,7 @@ fn check_range(
 /// Where the config holds a list; an array anywhere else is a mistake serde would accept as a
 /// struct written positionally. `*` stands for any app or recipe name. (A probe's `status`,
 /// inside one of these lists, may be a list of statuses too.)
-const LIST_PATHS: [&[&str]; 7] = [
+const LIST_PATHS: [&[&str]; 8] = [
     &["apps", "*", "probes"],
     &["apps", "*", "approved"],
     &["canonicals", "*", "probes"],
@@ -934,6 +966,7 @@ const LIST_PATHS: [&[&str]; 7] = [
     &["alerts", "on_alert"],
     &["sweep", "cold_command"],
     &["gate", "manual_migration_phrases"],
+    &["deployer", "deploy_args"],
 ];
 
 /// The first array where an object or a single value belongs.

@@ -24,6 +24,10 @@ pub struct AppPlan {
     pub domain: String,
     pub stack: String,
     pub env_file: Option<PathBuf>,
+    /// abra deployer: bootstrap the app when its env file is missing.
+    pub bootstrap: bool,
+    /// abra deployer: keys written into the env file at bootstrap.
+    pub env: std::collections::BTreeMap<String, String>,
     pub probes: Vec<Probe>,
     pub health_timeout: Duration,
     pub health_interval: Duration,
@@ -149,6 +153,8 @@ fn app_plan(config: &Config, name: &str, app: &config::App) -> AppPlan {
         domain: app.domain.clone(),
         stack: config.app_stack(name, app),
         env_file: app.env_file.clone(),
+        bootstrap: app.bootstrap.unwrap_or(true),
+        env: app.env.clone(),
         probes,
         health_timeout: Duration::from_secs(
             app.health_timeout_secs
@@ -185,6 +191,8 @@ fn canonical_plan(config: &Config, recipe: &str, c: &config::Canonical) -> Optio
         domain,
         stack,
         env_file: c.env_file.clone(),
+        bootstrap: c.bootstrap.unwrap_or(true),
+        env: c.env.clone(),
         probes: c
             .probes
             .clone()

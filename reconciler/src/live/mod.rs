@@ -4,6 +4,7 @@
 //! The real [`Platform`]: git for the recipe, a real deployer, the Docker API for observation
 //! and the snapshot engine for volumes. The state machine in `reconcile.rs` only sees the trait.
 
+mod abra_dir;
 pub mod snap;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use anyhow::{Context, bail};
 use crate::config::spec::AppPlan;
 use crate::config::{Config, Deployer as DeployerConfig};
 use crate::platform::backupbot;
-use crate::platform::deploy::abra::AbraDeployer;
+use crate::platform::deploy::abra::{AbraDeployer, Bootstrap};
 use crate::platform::deploy::stack::StackDeployer;
 use crate::platform::deploy::{DeployTarget, Deployer, Revision};
 use crate::platform::docker::{self, Engine, SwarmView};
@@ -34,8 +35,8 @@ pub struct LivePlatform {
     deployer: Box<dyn Deployer>,
     reserve: snap::Reserve,
     rt: tokio::runtime::Runtime,
-    /// Abra's env file location when the config names none.
-    default_env_file: Option<PathBuf>,
+    /// With the abra deployer: the app's own `ABRA_DIR` and its env file there.
+    abra: Option<abra_dir::AbraDirs>,
     /// The summary of the snapshot this run took, for the metrics file.
     pub last_snapshot: Option<ci_warm_snapshot::Summary>,
 }
@@ -61,20 +62,33 @@ impl LivePlatform {
             rt.block_on(Engine::connect())
                 .with_context(|| format!("connecting to Docker for app {}", plan.spec.name))?,
         );
-        let (deployer, default_env_file): (Box<dyn Deployer>, Option<PathBuf>) =
-            match &config.deployer {
-                DeployerConfig::Stack => (Box::new(StackDeployer::new(engine.clone())), None),
-                DeployerConfig::Abra { abra, server } => (
-                    Box::new(AbraDeployer::new(engine.clone(), abra.clone())),
-                    std::env::var_os("HOME").map(|home| {
-                        PathBuf::from(home)
-                            .join(".abra/servers")
-                            .join(server)
-                            .join(format!("{}.env", plan.domain))
-                    }),
-                ),
-            };
         let app_dir = config.state_dir.join(&plan.spec.name);
+        let (deployer, abra): (Box<dyn Deployer>, Option<abra_dir::AbraDirs>) = match &config
+            .deployer
+        {
+            DeployerConfig::Stack => (Box::new(StackDeployer::new(engine.clone())), None),
+            DeployerConfig::Abra {
+                abra,
+                server,
+                abra_dir,
+                timeout_secs,
+                deploy_args,
+                pty,
+            } => {
+                let dirs = abra_dir::AbraDirs::new(abra_dir.as_deref(), &app_dir, server, &plan)?;
+                let mut d = AbraDeployer::new(engine.clone(), abra.clone());
+                d.extra_deploy_args = deploy_args.clone();
+                d.command_timeout = std::time::Duration::from_secs(*timeout_secs);
+                d.pty = *pty;
+                d.abra_dir = Some(dirs.run.clone());
+                d.bootstrap = plan.bootstrap.then(|| Bootstrap {
+                    recipe: plan.spec.recipe.clone(),
+                    server: server.clone(),
+                    env: plan.env.clone(),
+                });
+                (Box::new(d), Some(dirs))
+            }
+        };
         let recipe = GitRecipe::new(
             plan.repo.clone(),
             GitRecipe::cache_dir_for(&config.state_dir, &plan.spec.name),
@@ -90,17 +104,17 @@ impl LivePlatform {
             engine,
             deployer,
             rt,
-            default_env_file,
+            abra,
             last_snapshot: None,
         })
     }
 
     fn target(&self, revision: Revision) -> anyhow::Result<DeployTarget> {
         let env_file = self
-            .plan
-            .env_file
-            .clone()
-            .or_else(|| self.default_env_file.clone())
+            .abra
+            .as_ref()
+            .map(|a| a.env_file.clone())
+            .or_else(|| self.plan.env_file.clone())
             .with_context(|| {
                 format!(
                     "app {} has no env_file (the stack deployer needs one)",
@@ -119,15 +133,25 @@ impl LivePlatform {
 
     /// Where the recipe revision being deployed is checked out.
     pub fn checkout_dir(&self) -> PathBuf {
-        self.app_dir.join("checkout")
+        match &self.abra {
+            Some(a) => a.recipe_tree(),
+            None => self.app_dir.join("checkout"),
+        }
     }
 
     /// Deploys any revision (a version, or a chaos ref for the quick lane).
     pub fn deploy_revision(&mut self, rev: &Rev, revision: Revision) -> anyhow::Result<()> {
         let dir = self.checkout_dir();
-        self.recipe
-            .checkout(rev, &dir)
-            .with_context(|| format!("checking out {rev} of recipe {}", self.plan.spec.recipe))?;
+        match &self.abra {
+            // abra reads its own recipe tree: a fresh clone of the cache at the revision.
+            Some(a) => a.prepare(&self.recipe, rev),
+            None => self
+                .recipe
+                .checkout(rev, &dir)
+                .map(drop)
+                .map_err(Into::into),
+        }
+        .with_context(|| format!("checking out {rev} of recipe {}", self.plan.spec.recipe))?;
         let target = self.target(revision)?;
         self.rt
             .block_on(self.deployer.deploy(&target))
@@ -189,10 +213,10 @@ impl LivePlatform {
         let excluded = match checkout {
             Some(dir) => {
                 let env_file = self
-                    .plan
-                    .env_file
-                    .clone()
-                    .or_else(|| self.default_env_file.clone());
+                    .abra
+                    .as_ref()
+                    .map(|a| a.env_file.clone())
+                    .or_else(|| self.plan.env_file.clone());
                 backupbot::excluded_volumes(&dir, env_file.as_deref()).with_context(|| {
                     format!(
                         "reading the backup-bot labels of app {}",
@@ -283,7 +307,10 @@ impl Platform for LivePlatform {
             domain: self.plan.domain.clone(),
             stack: self.plan.stack.clone(),
             checkout: self.checkout_dir(),
-            env_file: self.plan.env_file.clone().unwrap_or_default(),
+            env_file: self
+                .target(Revision::Version(String::new()))
+                .map(|t| t.env_file)
+                .unwrap_or_default(),
             revision: Revision::Version(String::new()),
         };
         self.rt

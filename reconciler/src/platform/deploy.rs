@@ -127,6 +127,25 @@ pub enum DeployError {
         status: String,
         output: String,
     },
+    /// abra failed: its `FATA` line (whichever stream it came on), never its whole output.
+    #[error("`{command}` for {action} of app {app} failed ({status}): {fata}")]
+    Abra {
+        command: String,
+        action: &'static str,
+        app: String,
+        status: String,
+        fata: String,
+    },
+    #[error(
+        "app {app} has no abra env file {env_file} and bootstrap is off (`bootstrap: false`): create it with `abra app new`"
+    )]
+    NoApp { app: String, env_file: PathBuf },
+    #[error("compose file {path} of app {app} is not valid YAML: {why}")]
+    ComposeSyntax {
+        app: String,
+        path: PathBuf,
+        why: String,
+    },
     #[error("`{command}` for {action} of app {app} did not finish within {timeout:?}")]
     CommandTimeout {
         command: String,
@@ -352,7 +371,7 @@ pub(crate) async fn run_command(
 }
 
 /// The last `max` bytes of a command's output (cut at a char boundary), trimmed.
-fn tail(s: &str, max: usize) -> String {
+pub(crate) fn tail(s: &str, max: usize) -> String {
     let s = s.trim();
     if s.len() <= max {
         return s.to_owned();
