@@ -85,12 +85,18 @@ impl World {
         dir
     }
 
+    /// Records `version` in the registry the way `canonical promote` does: with its tag's commit
+    /// (base resolve checks that the tag still points there).
     fn promote(&self, version: &str) {
         std::fs::create_dir_all(&self.state).unwrap();
+        let commit = git(
+            &self.origin,
+            &["rev-parse", &format!("{version}^{{commit}}")],
+        );
         std::fs::write(
             self.state.join("registry.json"),
             json!({"schema": 1, "canonicals": {"demo": {
-                "version": version, "commit": "abc1234", "promoted_at": "2026-11-23T00:00:00Z",
+                "version": version, "commit": commit.trim(), "promoted_at": "2026-11-23T00:00:00Z",
                 "run": "1", "mode": "cold"}}})
             .to_string(),
         )

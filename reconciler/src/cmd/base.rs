@@ -210,10 +210,14 @@ fn resolve(global: &Global, args: ResolveArgs) -> anyhow::Result<u8> {
     )
     .with_context(|| format!("resolving the upgrade base of recipe {}", args.recipe))?;
     // A base that is the canonical's version is checked out by its tag: the tag must still be
-    // the commit the registry recorded when the version was promoted.
-    if let (Kind::Version, Some(value), Some(entry)) =
-        (&decided.kind, &decided.value, registry.get(&args.recipe))
-        && *value == entry.version
+    // the commit the registry recorded when the version was promoted. An explicit override is
+    // the operator's word and needs no fetch (its repo may not even be reachable).
+    if let (Kind::Version, Some(value), Some(entry), None) = (
+        &decided.kind,
+        &decided.value,
+        registry.get(&args.recipe),
+        &args.override_base,
+    ) && *value == entry.version
     {
         let (recipe, _) = source()?;
         check_tag(recipe, &args.recipe, value, &entry.commit)?;
