@@ -53,6 +53,13 @@ impl SwarmJanitor for EmptySwarm {
     ) -> BoxFuture<'a, Result<(), DockerError>> {
         Box::pin(async { Ok(()) })
     }
+    fn remove_network<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Writes a fake abra that appends one line per invocation (its args joined by `|`) to `log`,

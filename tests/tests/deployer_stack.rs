@@ -281,6 +281,13 @@ impl SwarmJanitor for StartsBeforeRemoval {
             r
         })
     }
+    fn remove_network<'a>(
+        &'a self,
+        stack: &'a str,
+        network: &'a str,
+    ) -> BoxFuture<'a, Result<(), DockerError>> {
+        self.engine.remove_network(stack, network)
+    }
 }
 
 /// Removes the scene's container whatever happened.

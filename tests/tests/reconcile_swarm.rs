@@ -124,7 +124,7 @@ impl World {
 
     fn serving(&self) -> String {
         self.st
-            .wait_for("/version", 200, Duration::from_secs(30))
+            .wait_for("/version", 200, Duration::from_secs(180))
             .expect("the app answers")
             .trim()
             .to_owned()
@@ -299,7 +299,7 @@ async fn killed_mid_upgrade_is_rolled_back_by_the_next_run(kind: Kind) {
     // Becomes healthy only after a minute: the run is still gating when it is killed.
     w.publish(&Release::new(V110, "1.0.0", "slow:60", "Slow to start.\n"));
     let mut child = w.command(&["reconcile", "demo"]).spawn().expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let step = w.state()["intent"]["step"].as_str().map(str::to_owned);
         if step.as_deref() == Some("gate") {
@@ -363,7 +363,7 @@ fn undeploy(stack: &str) {
     );
     let volume = format!("volume={stack}_data");
     let label = format!("label=com.docker.stack.namespace={stack}");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         // Exited one-shot containers are never removed by swarm and would hold the volume.
         let _ = Command::new("docker")

@@ -31,7 +31,7 @@ async fn demo_recipe_deploys_converges_and_keeps_its_marker() {
         st.deploy(&recipe.dir).expect("stack deploy");
 
         let state = st
-            .wait_converged(&docker, Duration::from_secs(45))
+            .wait_converged(&docker, Duration::from_secs(180))
             .await
             .expect("converged");
         let names: Vec<&str> = state.iter().map(|s| s.name.as_str()).collect();
@@ -92,7 +92,7 @@ async fn guard_cleans_up_after_a_panic() {
     let recipe = DemoRecipe::with_catalogue(&st.path().join("recipe"), Some("1.0.0+1.0.0"))
         .expect("demo recipe");
     st.deploy(&recipe.dir).expect("stack deploy");
-    st.wait_converged(&docker, Duration::from_secs(45))
+    st.wait_converged(&docker, Duration::from_secs(180))
         .await
         .expect("converged");
     let panicked = std::thread::spawn(move || {

@@ -286,7 +286,22 @@ pub async fn wait_until_gone(
             return Ok(());
         }
         if left.services.is_empty() {
-            for c in engine.stack_containers(stack).await.map_err(observe)? {
+            let containers = engine.stack_containers(stack).await.map_err(observe)?;
+            if containers.is_empty() {
+                // Nothing holds the stack's networks any more: one that `stack rm` could not
+                // remove while tasks were stopping is removed now (nothing else would).
+                for n in engine.networks(stack).await.map_err(observe)? {
+                    match engine.remove_network(stack, &n.id).await {
+                        Ok(()) => tracing::info!(app, stack, network = %n.name,
+                            "removed a network the removed stack left behind"),
+                        Err(e @ DockerError::NetworkInUse { .. }) => {
+                            tracing::info!(app, stack, network = %n.name, "{e}; waiting");
+                        }
+                        Err(e) => return Err(observe(e)),
+                    }
+                }
+            }
+            for c in containers {
                 if matches!(c.state.as_str(), "exited" | "created" | "dead") {
                     tracing::info!(app, stack, container = %c.name, state = %c.state,
                         "removing a stopped container the removed stack left behind");

@@ -64,6 +64,22 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A leftover network the engine will not remove yet (a task still holds an endpoint on
+    /// it): not fatal, look again.
+    #[error("leftover network {network} of stack {stack} cannot be removed yet: {source}")]
+    NetworkInUse {
+        network: String,
+        stack: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("removing leftover network {network} of stack {stack}: {source}")]
+    RemoveNetwork {
+        network: String,
+        stack: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("removing leftover container {container} of stack {stack}: {source}")]
     RemoveContainer {
         container: String,
@@ -284,6 +300,15 @@ pub trait SwarmJanitor: SwarmView {
         &'a self,
         stack: &'a str,
         container: &'a str,
+    ) -> BoxFuture<'a, Result<(), DockerError>>;
+    /// Removes a network a removed stack left behind: `docker stack rm` (and abra's undeploy,
+    /// which is one) fails to remove a network while stopping tasks still hold endpoints on it,
+    /// and nothing removes it afterwards. Gone already counts as removed; still in use is
+    /// [`DockerError::NetworkInUse`].
+    fn remove_network<'a>(
+        &'a self,
+        stack: &'a str,
+        network: &'a str,
     ) -> BoxFuture<'a, Result<(), DockerError>>;
 }
 
@@ -659,6 +684,41 @@ impl SwarmJanitor for Engine {
                 }),
             }
         })
+    }
+
+    fn remove_network<'a>(
+        &'a self,
+        stack: &'a str,
+        network: &'a str,
+    ) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(self.remove_stack_network(stack, network))
+    }
+}
+
+impl Engine {
+    async fn remove_stack_network(&self, stack: &str, network: &str) -> Result<(), DockerError> {
+        match self.docker.remove_network(network).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            // 403 "has active endpoints" (or 409): a task still holds it.
+            Err(
+                source @ bollard::errors::Error::DockerResponseServerError {
+                    status_code: 403 | 409,
+                    ..
+                },
+            ) => Err(DockerError::NetworkInUse {
+                network: network.to_owned(),
+                stack: stack.to_owned(),
+                source,
+            }),
+            Err(source) => Err(DockerError::RemoveNetwork {
+                network: network.to_owned(),
+                stack: stack.to_owned(),
+                source,
+            }),
+        }
     }
 }
 
