@@ -661,23 +661,15 @@ impl SwarmJanitor for Engine {
                     }),
                 )
                 .await;
-            match result {
-                Ok(()) => Ok(()),
-                // Removed by someone else (the engine, a concurrent removal) meanwhile.
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => Ok(()),
-                Err(
-                    source @ bollard::errors::Error::DockerResponseServerError {
-                        status_code: 409,
-                        ..
-                    },
-                ) => Err(DockerError::RemoveConflict {
+            // 409: it started since it was listed, or its removal is in progress.
+            match removal(result, &[409]) {
+                Removal::Done => Ok(()),
+                Removal::Busy(source) => Err(DockerError::RemoveConflict {
                     container: container.to_owned(),
                     stack: stack.to_owned(),
                     source,
                 }),
-                Err(source) => Err(DockerError::RemoveContainer {
+                Removal::Failed(source) => Err(DockerError::RemoveContainer {
                     container: container.to_owned(),
                     stack: stack.to_owned(),
                     source,
@@ -697,28 +689,43 @@ impl SwarmJanitor for Engine {
 
 impl Engine {
     async fn remove_stack_network(&self, stack: &str, network: &str) -> Result<(), DockerError> {
-        match self.docker.remove_network(network).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            // 403 "has active endpoints" (or 409): a task still holds it.
-            Err(
-                source @ bollard::errors::Error::DockerResponseServerError {
-                    status_code: 403 | 409,
-                    ..
-                },
-            ) => Err(DockerError::NetworkInUse {
+        // 403 "has active endpoints" (or 409): a task still holds it.
+        match removal(self.docker.remove_network(network).await, &[403, 409]) {
+            Removal::Done => Ok(()),
+            Removal::Busy(source) => Err(DockerError::NetworkInUse {
                 network: network.to_owned(),
                 stack: stack.to_owned(),
                 source,
             }),
-            Err(source) => Err(DockerError::RemoveNetwork {
+            Removal::Failed(source) => Err(DockerError::RemoveNetwork {
                 network: network.to_owned(),
                 stack: stack.to_owned(),
                 source,
             }),
         }
+    }
+}
+
+/// How the engine answered the removal of a leftover: done (gone already counts: the engine or
+/// a concurrent removal got there first), not yet (`busy` statuses: still in use), or failed.
+enum Removal {
+    Done,
+    Busy(bollard::errors::Error),
+    Failed(bollard::errors::Error),
+}
+
+fn removal(result: Result<(), bollard::errors::Error>, busy: &[u16]) -> Removal {
+    match result {
+        Ok(()) => Removal::Done,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Removal::Done,
+        Err(e @ bollard::errors::Error::DockerResponseServerError { status_code, .. })
+            if busy.contains(&status_code) =>
+        {
+            Removal::Busy(e)
+        }
+        Err(e) => Removal::Failed(e),
     }
 }
 
