@@ -4,17 +4,27 @@
 #   bootstrap 1.0.0 -> upgrade to 1.1.0 (data kept) -> broken 1.2.0 rolled back with its data
 #   restored -> 2.0.0 held as a major bump -> 1.3.0 held for its manual migration; then
 #   `ci-warm status`, the builder loop's `ci-warm alerts poll` and the metrics textfile.
-# `--keep` leaves the demo app and its state dir in place at the end.
+# `--keep` leaves the demo app and its state dir in place at the end. `--deployer abra` tells the
+# same story with ci-warm driving abra (the abra simulator, `abra-sim`, over the same engine:
+# no abra build can be installed here) instead of `docker stack deploy`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 keep=0
-for arg in "$@"; do
-  case "$arg" in
+deployer=stack
+while [ $# -gt 0 ]; do
+  case "$1" in
     --keep) keep=1 ;;
-    *) echo "usage: $0 [--keep]" >&2; exit 2 ;;
+    --deployer) shift; deployer=${1:-} ;;
+    --deployer=*) deployer=${1#--deployer=} ;;
+    *) echo "usage: $0 [--keep] [--deployer stack|abra]" >&2; exit 2 ;;
   esac
+  shift
 done
+case "$deployer" in
+  stack|abra) ;;
+  *) echo "--deployer is stack or abra, not '$deployer'" >&2; exit 2 ;;
+esac
 
 scripts/setup.sh
 echo "== building ci-warm and the demo fixtures"
@@ -23,8 +33,15 @@ bin=$PWD/target/release
 "$bin/ci-warm-fixtures" images
 
 work=$(mktemp -d /tmp/ci-warm-demo.XXXXXX)
-stack=ci-warm-demo
 port=${DEMO_PORT:-18080}
+if [ "$deployer" = abra ]; then
+  # abra names the stack after the domain, dots becoming underscores.
+  domain=ci-warm-demo.local
+  stack=ci-warm-demo_local
+else
+  domain=demo.ci.example.org
+  stack=ci-warm-demo
+fi
 # Removes the demo stack with its volume; swarm leaves the one-shot's exited container behind,
 # and it holds the volume until pruned.
 remove_demo_stack() {
@@ -35,6 +52,8 @@ remove_demo_stack() {
     sleep 1
   done
   docker volume rm "${stack}_data" >/dev/null 2>&1 || true
+  # abra keeps an app's secrets across undeploys; the demo's go with it.
+  docker secret ls --format '{{.Name}}' | grep "^${stack}_" | xargs -r docker secret rm >/dev/null 2>&1 || true
 }
 cleanup() {
   if [ "$keep" = 0 ]; then
@@ -49,16 +68,25 @@ trap cleanup EXIT
 remove_demo_stack
 
 "$bin/ci-warm-fixtures" recipe "$work/recipe" --upto 1.0.0+1.0.0 >/dev/null
-cat > "$work/demo.env" <<ENV
+if [ "$deployer" = abra ]; then
+  # abra's own directory: ci-warm bootstraps the app (`abra app new`) into servers/default/.
+  mkdir -p "$work/abra/servers/default"
+  deployer_json="{ \"kind\": \"abra\", \"abra\": \"$bin/abra-sim\", \"server\": \"default\", \"abra_dir\": \"$work/abra\", \"timeout_secs\": 300 }"
+  app_env_json="\"env\": { \"PORT\": \"$port\" }"
+else
+  cat > "$work/demo.env" <<ENV
 TYPE=demo
-DOMAIN=demo.ci.example.org
+DOMAIN=$domain
 PORT=$port
 COMPOSE_FILE=compose.yml
 ENV
+  deployer_json='{ "kind": "stack" }'
+  app_env_json="\"env_file\": \"$work/demo.env\""
+fi
 cat > "$work/config.json" <<JSON
 {
   "state_dir": "$work/state",
-  "deployer": { "kind": "stack" },
+  "deployer": $deployer_json,
   "health": { "timeout_secs": 25, "interval_ms": 500 },
   "snapshot": { "reserve_bytes": 0, "reserve_percent": 1 },
   "metrics_file": "$work/ci-warm.prom",
@@ -66,15 +94,16 @@ cat > "$work/config.json" <<JSON
     "demo": {
       "recipe": "demo",
       "repo": "$work/recipe",
-      "domain": "demo.ci.example.org",
+      "domain": "$domain",
       "stack": "$stack",
-      "env_file": "$work/demo.env",
+      $app_env_json,
       "initial_version": "1.0.0+1.0.0",
       "probes": [ { "url": "http://127.0.0.1:$port/health", "status": 200 } ]
     }
   }
 }
 JSON
+echo "== deployer: $deployer"
 export CI_WARM_CONFIG=$work/config.json
 volume() { docker volume inspect -f '{{.Mountpoint}}' "${stack}_data"; }
 show() {
