@@ -490,3 +490,46 @@ async fn a_backupbot_excluded_volume_is_neither_snapshotted_nor_restored() {
     assert!(cache.join("after").exists(), "the cache is not restored");
     assert!(!cache.join("before").exists(), "the cache is not restored");
 }
+
+/// A release whose deploy *command* fails (docker refuses its compose file: nothing gets
+/// deployed at all, which is not an unhealthy deploy) is rolled back like a failed gate:
+/// the previous version and its data come back, the version is recorded as failed, one alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_deploy_command_fails_is_rolled_back_with_its_data() {
+    let Some(w) = World::new(Kind::Stack, "rc_deployfail", V100, V100, true).await else {
+        return;
+    };
+    assert_eq!(w.reconcile(), 0);
+    assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
+    let r = release(V110).unwrap();
+    let refused = ci_warm_tests::recipe::compose(&r).replacen(
+        "services:",
+        "services:\n  broken:\n    image: ci-warm-demo:1.0.0\n    deploy:\n      replicas: not-a-number",
+        1,
+    );
+    w.recipe
+        .publish_files(
+            V110,
+            &[
+                ("compose.yml", &refused),
+                (&format!("release/{V110}"), &r.notes),
+            ],
+            true,
+        )
+        .unwrap();
+    assert_eq!(w.reconcile(), 4, "rolled back: {:?}", w.kinds());
+    assert_eq!(w.kinds(), ["rolled-back"]);
+    let alert = &w.alerts()[0];
+    assert_eq!(alert["recovered"], true, "{alert}");
+    // It failed at the deploy command, not at the gate.
+    let message = alert["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("docker stack deploy") && !message.contains("probe"),
+        "{alert}"
+    );
+    assert_eq!(w.last_good(), V100);
+    assert!(w.state()["intent"].is_null());
+    assert!(w.state()["failed"][V110].is_object(), "{}", w.state());
+    assert_eq!(w.serving(), V100);
+    assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
+}
