@@ -659,22 +659,13 @@ impl Config {
             if let Track::Pinned(v) = &app.track {
                 check_version(v, &at("track.pinned"), &mut out);
             }
-            for (i, v) in app.approved.iter().enumerate() {
-                check_version(v, &format!("apps.{name}.approved[{i}]"), &mut out);
-            }
-            check_probes(
-                app.probes.as_deref().unwrap_or_default(),
-                &format!("apps.{name}.probes"),
+            check_gate_keys(
+                &format!("apps.{name}"),
+                &app.approved,
+                app.probes.as_deref(),
+                app.health_timeout_secs,
                 &mut out,
             );
-            if let Some(t) = app.health_timeout_secs {
-                check_range(
-                    &at("health_timeout_secs"),
-                    t,
-                    &HEALTH_TIMEOUT_SECS,
-                    &mut |path, message| out.push(Problem { path, message }),
-                );
-            }
             let stack = self.app_stack(name, app);
             match names::check_stack(&stack) {
                 Ok(()) => claim_stack(stack, format!("apps.{name}"), &mut out),
@@ -730,22 +721,13 @@ impl Config {
             }
             check_repo(c.repo.as_deref(), &at("repo"), &mut out);
             check_env_file(c.env_file.as_deref(), &at("env_file"), &mut out);
-            for (i, v) in c.approved.iter().enumerate() {
-                check_version(v, &format!("canonicals.{recipe}.approved[{i}]"), &mut out);
-            }
-            check_probes(
-                c.probes.as_deref().unwrap_or_default(),
-                &format!("canonicals.{recipe}.probes"),
+            check_gate_keys(
+                &format!("canonicals.{recipe}"),
+                &c.approved,
+                c.probes.as_deref(),
+                c.health_timeout_secs,
                 &mut out,
             );
-            if let Some(t) = c.health_timeout_secs {
-                check_range(
-                    &at("health_timeout_secs"),
-                    t,
-                    &HEALTH_TIMEOUT_SECS,
-                    &mut |path, message| out.push(Problem { path, message }),
-                );
-            }
         }
 
         const PLACEHOLDERS: [&str; 3] = ["{recipe}", "{version}", "{run}"];
@@ -936,6 +918,29 @@ pub const SWEEP_MAX_TESTS: RangeInclusive<u64> = 0..=10_000;
 pub const SWEEP_TIMEOUT_SECS: RangeInclusive<u64> = 0..=604_800;
 /// At most a year.
 pub const REAP_GRACE_SECS: RangeInclusive<u64> = 0..=31_536_000;
+
+/// The keys apps and canonicals share about their gate: approved versions, probes and the
+/// health timeout, each reported under `<prefix>.<key>`.
+fn check_gate_keys(
+    prefix: &str,
+    approved: &[String],
+    probes: Option<&[Probe]>,
+    health_timeout_secs: Option<u64>,
+    out: &mut Vec<Problem>,
+) {
+    for (i, v) in approved.iter().enumerate() {
+        check_version(v, &format!("{prefix}.approved[{i}]"), out);
+    }
+    check_probes(probes.unwrap_or_default(), &format!("{prefix}.probes"), out);
+    if let Some(t) = health_timeout_secs {
+        check_range(
+            &format!("{prefix}.health_timeout_secs"),
+            t,
+            &HEALTH_TIMEOUT_SECS,
+            &mut |path, message| out.push(Problem { path, message }),
+        );
+    }
+}
 
 fn check_range(
     path: &str,
