@@ -720,6 +720,13 @@ fn removal(result: Result<(), bollard::errors::Error>, busy: &[u16]) -> Removal 
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Removal::Done,
+        // A network the swarm manager removed between our listing and our removal is answered
+        // with 500 `network <id> not found` (the manager's NotFound is not mapped to 404 in
+        // docker 20.10): gone all the same. Seen when `stack rm`'s own clean-up won that race.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            ref message,
+        }) if message.ends_with(" not found") => Removal::Done,
         Err(e @ bollard::errors::Error::DockerResponseServerError { status_code, .. })
             if busy.contains(&status_code) =>
         {
@@ -827,6 +834,43 @@ impl SwarmView for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_error(status_code: u16, message: &str) -> Result<(), bollard::errors::Error> {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        })
+    }
+
+    #[test]
+    fn a_leftover_already_gone_counts_as_removed_however_the_engine_says_it() {
+        let done = |r| matches!(removal(r, &[403, 409]), Removal::Done);
+        assert!(done(Ok(())));
+        assert!(done(server_error(404, "network n1 not found")));
+        // docker 20.10's answer when swarm's own clean-up removed the network first.
+        assert!(done(server_error(
+            500,
+            "network 439thiwksoonf4m7bkrqn9idh not found"
+        )));
+        assert!(matches!(
+            removal(
+                server_error(403, "network n1 has active endpoints"),
+                &[403, 409]
+            ),
+            Removal::Busy(_)
+        ));
+        assert!(matches!(
+            removal(
+                server_error(500, "rpc error: not found anywhere, try again"),
+                &[403]
+            ),
+            Removal::Failed(_)
+        ));
+        assert!(matches!(
+            removal(server_error(500, "context deadline exceeded"), &[403]),
+            Removal::Failed(_)
+        ));
+    }
 
     fn volume(name: &str) -> VolumeObs {
         VolumeObs {
