@@ -16,7 +16,7 @@ cargo run --quiet --locked -p ci-warm-tests --bin ci-warm-fixtures -- images
 echo "== tests (unit, integration against the real swarm)"
 # The swarm tests need Docker; in CI a missing Docker is a failure, never a skip.
 export CI_WARM_REQUIRE_DOCKER=1
-cargo test --workspace --locked -- --test-threads=2
+scripts/run-tests.sh
 
 echo "== nix checks"
 bash nix/checks.sh
