@@ -10,6 +10,12 @@
 //! - [`tls_proxy`]: a real TLS-terminating, SNI-routing proxy (nginx) in front of apps;
 //! - [`abra_sim`]: the abra simulator (`abra-sim` binary) over the real engine.
 
+/// The health gate's deadline in the swarm scenarios. Generous on purpose: a release that should
+/// pass must never fail for want of time on a slow or busy machine (the scenario files run side
+/// by side), and one that should fail is failed by swarm's own rollback or a settled state, which
+/// ends the gate long before this.
+pub const GATE_TIMEOUT_SECS: u64 = 180;
+
 pub mod abra_sim;
 pub mod deployers;
 pub mod docker;

@@ -51,7 +51,7 @@ impl World {
         let mut json = json!({
             "state_dir": state_dir,
             "deployer": Kind::Abra.deployer(&st),
-            "health": {"timeout_secs": 30, "interval_ms": 500},
+            "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
             "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
         });
         if canonical {
@@ -384,7 +384,7 @@ async fn abra_quick_chaos_deploys_the_ref_not_the_shared_checkout() {
     let Some(w) = World::new(
         "abra_quick",
         |d| DemoRecipe::with_catalogue(d, Some(V120)).unwrap(),
-        json!({"canonical": true, "version": V110, "health_timeout_secs": 15}),
+        json!({"canonical": true, "version": V110, "health_timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS}),
     )
     .await
     else {

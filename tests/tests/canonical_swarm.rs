@@ -174,7 +174,7 @@ async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good() {
     let json = serde_json::json!({
         "state_dir": state_dir,
         "deployer": {"kind": "stack"},
-        "health": {"timeout_secs": 20, "interval_ms": 500},
+        "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
         "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
         "canonicals": {"demo": {
             "version": V100,
@@ -183,7 +183,7 @@ async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good() {
             "stack": st.name,
             "env_file": st.env_file(),
             "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
-            "health_timeout_secs": 12,
+            "health_timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS,
         }},
     });
     std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();

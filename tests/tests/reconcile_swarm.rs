@@ -48,7 +48,7 @@ impl World {
         let json = serde_json::json!({
             "state_dir": state_dir,
             "deployer": kind.deployer(&st),
-            "health": {"timeout_secs": 20, "interval_ms": 500},
+            "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
             "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
             "apps": {"demo": app},
         });

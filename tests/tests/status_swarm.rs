@@ -78,7 +78,7 @@ async fn status_metrics_and_alerts_after_upgrade_hold_and_rollback() {
     let json = serde_json::json!({
         "state_dir": state_dir,
         "deployer": {"kind": "stack"},
-        "health": {"timeout_secs": 20, "interval_ms": 500},
+        "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
         "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
         // A chat post that fails: logged, never fatal.
         "alerts": {"on_alert": ["/bin/sh", "-c",

@@ -116,7 +116,7 @@ fn write_config(st: &TestStack, recipe: &DemoRecipe, domain: &str, probe: Value)
     let json = serde_json::json!({
         "state_dir": st.path().join("state"),
         "deployer": {"kind": "stack"},
-        "health": {"timeout_secs": 20, "interval_ms": 500},
+        "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
         "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
         "apps": {"demo": {
             "recipe": "demo",
