@@ -73,7 +73,22 @@ fn disk_alerts(state_dir: &Path) -> Vec<Value> {
 /// Grows or shrinks the filler file so the filesystem has `percent` free.
 fn fill_to(root: &Path, percent: f64) {
     let filler = root.join("filler");
-    let _ = std::fs::remove_file(&filler);
+    if let Ok(meta) = std::fs::metadata(&filler) {
+        let (before, _) = ci_warm_snapshot::free_and_total(root).unwrap();
+        std::fs::remove_file(&filler).unwrap();
+        // The freed pages can show in statfs a moment after the unlink returns (seen with the
+        // test files run side by side); sizing the new filler from a stale free count leaves
+        // the filesystem far emptier than asked. Wait for the space to be back.
+        let freed = before + meta.len().saturating_sub(2 * 4096);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while ci_warm_snapshot::free_and_total(root).unwrap().0 < freed {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the removed filler's space never came back"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     let (free, total) = ci_warm_snapshot::free_and_total(root).unwrap();
     let want_free = (total as f64 * percent / 100.0) as u64;
     let bytes = free.saturating_sub(want_free);
