@@ -116,6 +116,8 @@ services:
       restart_policy:
         condition: on-failure
         max_attempts: 3
+        # A broken release is given up by swarm (and so by the gate) in seconds, not ~20 s.
+        delay: 1s
   migrate:
     image: ci-warm-demo:{image}
     command: ["oneshot"]

@@ -220,8 +220,9 @@ pub struct TaskObs {
     /// `Status.Message`: the scheduler's last word on the task.
     pub message: Option<String>,
     pub container_id: Option<String>,
-    /// Only filled for running/starting tasks whose container is on this node and has a
-    /// healthcheck; swarm itself keeps such a task `starting` until the first check passes.
+    /// Only filled for running/starting/complete tasks whose container is on this node and has
+    /// a healthcheck; swarm itself keeps such a task `starting` until the first check passes,
+    /// and a `complete` one whose container ended `unhealthy` was stopped by swarm for it.
     pub health: Option<ContainerHealth>,
     /// Creation time as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (fixed width, so it sorts as text).
     pub created_at: String,
@@ -238,7 +239,6 @@ pub struct ServiceObs {
     pub restart: RestartCondition,
     pub update_state: Option<UpdateState>,
     pub update_message: Option<String>,
-    pub has_healthcheck: bool,
     pub tasks: Vec<TaskObs>,
 }
 
@@ -471,12 +471,6 @@ impl Engine {
             let spec = s.spec.unwrap_or_default();
             let name = spec.name.unwrap_or_else(|| id.clone());
             let task_template = spec.task_template.unwrap_or_default();
-            let has_healthcheck = task_template
-                .container_spec
-                .as_ref()
-                .and_then(|c| c.health_check.as_ref())
-                .and_then(|h| h.test.as_ref())
-                .is_some_and(|t| t.first().is_some_and(|f| f != "NONE"));
             let restart = match task_template.restart_policy.and_then(|r| r.condition) {
                 Some(TaskSpecRestartPolicyConditionEnum::NONE) => RestartCondition::None,
                 Some(TaskSpecRestartPolicyConditionEnum::ON_FAILURE) => RestartCondition::OnFailure,
@@ -511,13 +505,20 @@ impl Engine {
                 None => (None, None),
             };
             let mut tasks = by_service.remove(&id).unwrap_or_default();
-            if has_healthcheck {
-                for t in &mut tasks {
-                    if matches!(t.state, TaskState::Running | TaskState::Starting)
-                        && let Some(cid) = &t.container_id
-                    {
-                        t.health = self.container_health(&name, cid).await?;
-                    }
+            // Every task's container is asked for its health, whether the spec has a
+            // healthcheck or not: the spec cannot tell (bollard reads the container spec's
+            // healthcheck as `HealthCheck`; the engine sends `Healthcheck`, so it always looked
+            // absent), and a container without one simply reports none.
+            for t in &mut tasks {
+                // A completed task's container too: swarm stops a container that failed its
+                // healthcheck, and one that exits 0 on SIGTERM leaves a `complete` task, told
+                // from a finished one-shot only by its final `unhealthy`.
+                if matches!(
+                    t.state,
+                    TaskState::Running | TaskState::Starting | TaskState::Complete
+                ) && let Some(cid) = &t.container_id
+                {
+                    t.health = self.container_health(&name, cid).await?;
                 }
             }
             out.push(ServiceObs {
@@ -528,7 +529,6 @@ impl Engine {
                 restart,
                 update_state,
                 update_message,
-                has_healthcheck,
                 tasks,
             });
         }

@@ -43,7 +43,6 @@ fn service(name: &str, tasks: Vec<TaskObs>) -> ServiceObs {
         restart: RestartCondition::Any,
         update_state: None,
         update_message: None,
-        has_healthcheck: false,
         tasks,
     }
 }
@@ -341,6 +340,81 @@ fn swarm_rollback_names_state_message_and_the_reverted_label() {
         "service demo_app is in update state rollback_completed (rollback completed); \
          version label coop-cloud.demo.version = 1.0.0+1.0.0, expected 1.1.0+1.0.0"
     );
+}
+
+#[test]
+fn a_replica_swarm_stopped_restarting_is_settled_and_one_still_restarting_is_not() {
+    let failed = |created: &str, desired: TaskState| {
+        let mut t = task(TaskState::Failed, desired, created);
+        t.exit_code = Some(1);
+        t.error = Some("task: non-zero exit (1)".into());
+        t
+    };
+    // A fresh deployment (no update state) crashing: swarm retired the failed task and made its
+    // replacement (wanted `ready` during the restart delay, then `running`): not settled.
+    let s = app(
+        "1.1.0+1.0.0",
+        vec![
+            failed("01", TaskState::Shutdown),
+            task(TaskState::Ready, TaskState::Ready, "02"),
+        ],
+    );
+    assert_eq!(settled_failure(&[s]), None);
+    // The failed task not yet retired (swarm has not acted on it): not settled either.
+    let s = app("1.1.0+1.0.0", vec![failed("01", TaskState::Running)]);
+    assert_eq!(settled_failure(&[s]), None);
+    // Attempts spent: every task retired, the newest failed. Settled, naming the replica.
+    let s = app(
+        "1.1.0+1.0.0",
+        vec![
+            failed("01", TaskState::Shutdown),
+            failed("02", TaskState::Shutdown),
+        ],
+    );
+    assert_eq!(
+        settled_failure(std::slice::from_ref(&s)),
+        Some(
+            "service demo_app: swarm stopped restarting replica 1 after 2 failed task(s) \
+             (its restart policy allows no more; last: task failed, exit 1: task: non-zero exit (1))"
+                .into()
+        )
+    );
+    assert!(!decide(&expected("1.1.0+1.0.0"), &[s], &[]).is_healthy());
+    // History of an earlier deployment (a retired failure) beside a running replica: healthy,
+    // nothing settled.
+    let s = app(
+        "1.1.0+1.0.0",
+        vec![failed("01", TaskState::Shutdown), running("02")],
+    );
+    assert_eq!(settled_failure(std::slice::from_ref(&s)), None);
+    assert!(decide(&expected("1.1.0+1.0.0"), &[s], &[]).is_healthy());
+    // A replica swarm stopped for failing its healthcheck, whose app exited 0 on the SIGTERM:
+    // `complete`, but its container ended unhealthy. Neither a finished one-shot (the gate
+    // must not pass it, probes or not) nor worth waiting for.
+    let mut killed = task(TaskState::Complete, TaskState::Shutdown, "01");
+    killed.health = Some(ContainerHealth::Unhealthy);
+    let s = app("1.1.0+1.0.0", vec![killed]);
+    let r = reason(decide(
+        &expected("1.1.0+1.0.0"),
+        std::slice::from_ref(&s),
+        &[],
+    ));
+    assert!(r.contains("0/1 running"), "{r}");
+    assert_eq!(
+        settled_failure(&[s]),
+        Some(
+            "service demo_app: swarm stopped restarting replica 1 after 1 failed task(s) \
+             (its restart policy allows no more; last: task complete, unhealthy)"
+                .into()
+        )
+    );
+    // A one-shot that completed is converged, not given up.
+    let mut s = service(
+        "demo_migrate",
+        vec![task(TaskState::Complete, TaskState::Shutdown, "01")],
+    );
+    s.restart = RestartCondition::None;
+    assert_eq!(settled_failure(&[s]), None);
 }
 
 #[test]
