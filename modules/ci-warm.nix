@@ -282,6 +282,12 @@ in
       };
     };
 
+    undeploy.timeoutSecs = mkOption {
+      type = types.ints.between 1 86400;
+      default = d.undeploy.timeoutSecs;
+      description = "How long an undeploy may take until nothing of the stack is left and no container holds one of its volumes, in seconds; past it an upgrade is not attempted and the old version is redeployed (alert `undeploy-failed`).";
+    };
+
     gate.manualMigrationPhrases = mkOption {
       type = types.listOf types.str;
       default = d.gate.manualMigrationPhrases;

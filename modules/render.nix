@@ -144,6 +144,7 @@ rec {
       pty = false;
     };
     health = { timeoutSecs = 300; intervalMs = 2000; };
+    undeploy = { timeoutSecs = 120; };
     gate = { manualMigrationPhrases = [ ]; };
     snapshot = { reserveBytes = 1073741824; reservePercent = 5; };
     alerts = { onAlert = null; };
@@ -247,6 +248,7 @@ rec {
       }
       else { kind = "stack"; };
     health = { timeout_secs = cfg.health.timeoutSecs; interval_ms = cfg.health.intervalMs; };
+    undeploy = { timeout_secs = cfg.undeploy.timeoutSecs; };
     gate = { manual_migration_phrases = cfg.gate.manualMigrationPhrases; };
     snapshot = { reserve_bytes = cfg.snapshot.reserveBytes; reserve_percent = cfg.snapshot.reservePercent; };
     alerts = clean { on_alert = cfg.alerts.onAlert; };

@@ -115,6 +115,16 @@ impl World {
             .unwrap()
     }
 
+    /// Any command, without base resolve's `--cache`.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ci-warm"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     fn resolve(&self, args: &[&str]) -> Value {
         let mut all = vec!["--json", "base", "resolve", "demo"];
         all.extend_from_slice(args);
@@ -344,4 +354,95 @@ fn target_branch_newer_canonical_and_pre_releases() {
         json!({"kind": "skip", "value": null,
                "reason": "canonical newer than head and no older published predecessor"})
     );
+}
+
+/// When the canonical's own gate holds the registry's version (here a major bump from what it
+/// is on), the canonical stays on its last good: `base resolve` answers that version and says
+/// why, and `canonical list` and `status` show the hold; once approved, the registry's version
+/// is the answer again.
+#[test]
+fn a_registry_version_the_canonical_gate_holds_is_not_the_base() {
+    let w = World::new();
+    std::fs::write(w.origin.join("compose.yml"), compose("2.0.0+2.0")).unwrap();
+    git(&w.origin, &["commit", "-q", "-am", "2.0.0+2.0"]);
+    git(&w.origin, &["tag", "2.0.0+2.0"]);
+    w.promote("2.0.0+2.0");
+    // What the canonical's reconcile leaves after its gate held 2.0.0 (the state it writes).
+    let app_dir = w.state.join("warm-demo");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    let state = json!({
+        "schema": 1, "last_good": "1.1.0+1.0", "deployed": null,
+        "alerted_holds": ["held-major:2.0.0+2.0"],
+        "intent": null,
+        "last_run": {"at": "2026-11-23T01:00:00Z", "outcome": "held", "detail": "held; stays on 1.1.0+1.0"},
+    });
+    std::fs::write(app_dir.join("state.json"), state.to_string()).unwrap();
+    let reason = "the canonical's gate holds registry version 2.0.0+2.0 (2.0.0+2.0 is a major \
+                  bump from 1.1.0+1.0), so it stays on 1.1.0+1.0";
+
+    assert_eq!(
+        w.resolve(&["--head-ref", HEAD, "--head-version", "2.1.0+2.0"]),
+        json!({"kind": "version", "value": "1.1.0+1.0",
+               "reason": format!("{reason}; canonical version 1.1.0+1.0 differs from head version 2.1.0+2.0")})
+    );
+    // The base is still strictly older than the head: a head equal to what the canonical holds
+    // steps back to the newest published version below it.
+    assert_eq!(
+        w.resolve(&["--head-ref", HEAD, "--head-version", "1.1.0+1.0"]),
+        json!({"kind": "version", "value": "1.0.0+1.0",
+               "reason": format!("{reason}; canonical version equals head version 1.1.0+1.0; newest published version older than it")})
+    );
+    let text = w.ci_warm(&[
+        "base",
+        "resolve",
+        "demo",
+        "--head-ref",
+        HEAD,
+        "--head-version",
+        "2.1.0+2.0",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).starts_with(&format!("version 1.1.0+1.0: {reason}")),
+        "{text:?}"
+    );
+
+    let hold = json!({"target": "2.0.0+2.0", "holds": "1.1.0+1.0", "kind": "held-major",
+                      "reason": "2.0.0+2.0 is a major bump from 1.1.0+1.0"});
+    let list = w.run(&["--json", "canonical", "list"]);
+    assert!(list.status.success(), "{list:?}");
+    let rows: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows[0]["hold"], hold, "{rows}");
+    let list = w.run(&["canonical", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("HELD: its gate holds 2.0.0+2.0") && text.contains("stays on 1.1.0+1.0"),
+        "{text}"
+    );
+    let status = w.run(&["--json", "status", "--no-health"]);
+    assert!(status.status.success(), "{status:?}");
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let app = status["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app"] == "warm-demo")
+        .unwrap();
+    assert_eq!(app["canonical_hold"], hold, "{app}");
+    let text = w.run(&["status", "--no-health"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("warm-demo: HELD: its gate holds 2.0.0+2.0"),
+        "{text:?}"
+    );
+
+    // Approved: the hold is over, and the registry's version is the answer again.
+    let approve = w.run(&["approve", "warm-demo", "2.0.0+2.0"]);
+    assert!(approve.status.success(), "{approve:?}");
+    assert_eq!(
+        w.resolve(&["--head-ref", HEAD, "--head-version", "2.1.0+2.0"]),
+        json!({"kind": "version", "value": "2.0.0+2.0",
+               "reason": "canonical version 2.0.0+2.0 differs from head version 2.1.0+2.0"})
+    );
+    let rows: Value =
+        serde_json::from_slice(&w.run(&["--json", "canonical", "list"]).stdout).unwrap();
+    assert_eq!(rows[0]["hold"], Value::Null, "{rows}");
 }

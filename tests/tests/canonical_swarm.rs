@@ -440,6 +440,130 @@ async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good() {
     assert_eq!(w.state()["last_good"], V110);
 }
 
+/// A green cold run promotes a major bump (2.0.0) that the canonical's own gate holds: the
+/// canonical stays on its known-good 1.1.0, says so in `canonical list` and `status`, alerts
+/// once (not on every timer tick), and `base resolve` answers 1.1.0 with that reason; the
+/// approval lets the next reconcile take 2.0.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_version_the_canonical_gate_holds_is_reported_and_not_the_base() {
+    const V200: &str = "2.0.0+2.0.0";
+    let Some(_docker) = require_docker().await else {
+        return;
+    };
+    images::ensure_images().expect("demo images");
+    let st = TestStack::new("canonhold");
+    let recipe = DemoRecipe::with_catalogue(&st.path().join("recipe"), Some(V200)).unwrap();
+    let v200_commit = git(&recipe.dir, &["rev-parse", &format!("{V200}^{{commit}}")]);
+    let state_dir = st.path().join("state");
+    let config = st.path().join("config.json");
+    let json = serde_json::json!({
+        "state_dir": state_dir,
+        "deployer": {"kind": "stack"},
+        "health": {"timeout_secs": 20, "interval_ms": 500},
+        "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
+        "canonicals": {"demo": {
+            "version": V110,
+            "repo": recipe.url(),
+            "domain": format!("{}.example.org", st.name.replace('_', "-")),
+            "stack": st.name,
+            "env_file": st.env_file(),
+            "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
+        }},
+    });
+    std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let w = World {
+        st,
+        config,
+        state_dir,
+    };
+    let alerts = || -> Vec<Value> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(w.state_dir.join("alerts"))
+            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        paths.retain(|p| p.extension().is_some_and(|e| e == "json"));
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| serde_json::from_slice(&read(p)).unwrap())
+            .collect()
+    };
+    assert_eq!(code(&w.ci_warm(&["reconcile", APP])), 0, "bootstrap");
+    assert_eq!(w.state()["last_good"], V110);
+    let manifest = w.manifest();
+
+    let out = w.ci_warm(&[
+        "canonical",
+        "promote",
+        "demo",
+        "--version",
+        V200,
+        "--commit",
+        &v200_commit,
+        "--mode",
+        "cold",
+        "--result",
+        "pass",
+    ]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    for tick in 0..2 {
+        let out = w.ci_warm(&["--json", "reconcile", APP]);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_eq!(code(&out), 0, "tick {tick}: {report}");
+        assert_eq!(report[0]["outcome"], "held", "tick {tick}: {report}");
+        let held = alerts();
+        assert_eq!(held.len(), 1, "one alert, tick {tick}: {held:?}");
+        assert_eq!(held[0]["kind"], "held-major");
+        assert_eq!(held[0]["attempted"], V200);
+    }
+    assert_eq!(w.state()["last_good"], V110, "the canonical stays on 1.1.0");
+    assert_eq!(w.manifest(), manifest, "its known-good untouched");
+    assert_eq!(w.services(), "", "resting undeployed");
+
+    let hold = serde_json::json!({"target": V200, "holds": V110, "kind": "held-major",
+        "reason": format!("{V200} is a major bump from {V110}")});
+    let rows: Value =
+        serde_json::from_slice(&w.ci_warm(&["--json", "canonical", "list"]).stdout).unwrap();
+    assert_eq!(rows[0]["registry"]["version"], V200);
+    assert_eq!(rows[0]["target"], V200);
+    assert_eq!(rows[0]["hold"], hold, "{rows}");
+    let status: Value =
+        serde_json::from_slice(&w.ci_warm(&["--json", "status", "--no-health"]).stdout).unwrap();
+    assert_eq!(status["apps"][0]["app"], APP);
+    assert_eq!(status["apps"][0]["canonical_hold"], hold, "{status}");
+    let cache = w.st.path().join("cache");
+    let out = w.ci_warm(&[
+        "--json",
+        "base",
+        "resolve",
+        "demo",
+        "--head-ref",
+        "fedcba9876543210fedcba9876543210fedcba98",
+        "--head-version",
+        "2.1.0+2.0.0",
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let base: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(base["value"], V110, "{base}");
+    assert!(
+        base["reason"].as_str().unwrap().starts_with(&format!(
+            "the canonical's gate holds registry version {V200}"
+        )),
+        "{base}"
+    );
+
+    // Approved: the next reconcile takes 2.0.0 and the hold is over.
+    assert_eq!(code(&w.ci_warm(&["approve", APP, V200])), 0);
+    let out = w.ci_warm(&["--json", "reconcile", APP]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(report[0]["outcome"], "upgraded", "{report}");
+    assert_eq!(w.state()["last_good"], V200);
+    let rows: Value =
+        serde_json::from_slice(&w.ci_warm(&["--json", "canonical", "list"]).stdout).unwrap();
+    assert_eq!(rows[0]["hold"], Value::Null, "{rows}");
+}
+
 /// The sweep runs the cold command itself and deploys nothing, so no swarm is needed: three
 /// enrolled recipes (one demo repository), max 2, the never-tested and then the oldest run; the
 /// failing one is recorded and the next still runs; the green one promotes.

@@ -533,3 +533,115 @@ async fn a_release_whose_deploy_command_fails_is_rolled_back_with_its_data() {
     assert_eq!(w.serving(), V100);
     assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
 }
+
+/// A container outside the stack that keeps a volume of it mounted (an operator's debugging
+/// shell, a backup job): the real engine's reason for an undeploy that never frees the volumes.
+/// Removed on drop, so a failing assertion leaves nothing behind that holds the test's volume.
+struct VolumeHolder(String);
+
+impl VolumeHolder {
+    fn start(stack: &str) -> VolumeHolder {
+        let name = format!("{stack}_holder");
+        // Read-only and with its own data dir: it holds the volume without touching it.
+        let out = Command::new("docker")
+            .args(["run", "-d", "--name", &name])
+            .args(["-v", &format!("{stack}_data:/held:ro")])
+            .args(["-e", "DATA_DIR=/own", "-e", "PORT=0"])
+            .arg(images::image("1.0.0"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        VolumeHolder(name)
+    }
+
+    fn remove(&self) {
+        let out = Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker rm: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for VolumeHolder {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+both_deployers!(an_undeploy_that_fails_before_the_snapshot_redeploys_the_old_version => an_undeploy_that_fails_before_the_snapshot_redeploys_the_old_version_stack, an_undeploy_that_fails_before_the_snapshot_redeploys_the_old_version_abra);
+
+/// The undeploy before a stateful upgrade's snapshot fails (the stack's services are removed,
+/// but a container outside the stack keeps its volume past `undeploy.timeout_secs`): nothing is
+/// snapshotted and the new version never runs, so the old version is redeployed on its
+/// untouched data, one `undeploy-failed` alert names the app, the undeploy and the holder, no
+/// version is recorded as failed, and once the volume is free the next run upgrades.
+async fn an_undeploy_that_fails_before_the_snapshot_redeploys_the_old_version(kind: Kind) {
+    let Some(w) = World::new(kind, "rc_undeployfail", V100, V100, true).await else {
+        return;
+    };
+    // A short undeploy wait keeps the test quick; the failure is the same at the default.
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&w.config).unwrap()).unwrap();
+    config["undeploy"] = serde_json::json!({"timeout_secs": 10});
+    std::fs::write(&w.config, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    assert_eq!(w.reconcile(), 0, "bootstrap");
+    assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
+    let holder = VolumeHolder::start(&w.st.name);
+    w.publish(&release(V110).unwrap());
+
+    let out = w.ci_warm(&["--json", "reconcile", "demo"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(out.status.code(), Some(1), "aborted: {report}");
+    assert_eq!(report[0]["outcome"], "aborted", "{report}");
+    assert_eq!(w.kinds(), ["undeploy-failed"]);
+    let alert = &w.alerts()[0];
+    assert_eq!(alert["recovered"], true, "{alert}");
+    assert_eq!(alert["attempted"], V110, "{alert}");
+    assert_eq!(alert["last_good"], V100, "{alert}");
+    let message = alert["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("undeploying demo before its snapshot failed")
+            && message.contains(&holder.0)
+            && message.contains(&format!("{V100} is redeployed and healthy")),
+        "{alert}"
+    );
+    let state = w.state();
+    assert_eq!(state["last_good"], V100);
+    assert!(state["intent"].is_null(), "{state}");
+    assert_eq!(
+        state["failed"],
+        serde_json::json!({}),
+        "not the version's fault"
+    );
+    assert_eq!(state["last_run"]["outcome"], "aborted");
+    assert!(
+        state["last_run"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("undeploying demo")),
+        "{state}"
+    );
+    assert!(
+        !w.state_dir.join("demo/snapshot").exists(),
+        "nothing was snapshotted"
+    );
+    assert_eq!(w.serving(), V100);
+    assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
+    let log = w.volume_file("versions.log").unwrap_or_default();
+    assert!(!log.contains(V110), "the new version never ran: {log}");
+
+    // The volume is free again: the next run upgrades with the data kept, and alerts nothing.
+    holder.remove();
+    assert_eq!(w.reconcile(), 0, "upgrade");
+    assert_eq!(w.last_good(), V110);
+    assert_eq!(w.serving(), V110);
+    assert_eq!(w.volume_file("marker").as_deref(), Some(MARKER));
+    assert_eq!(w.kinds(), ["undeploy-failed"], "one alert in all");
+}

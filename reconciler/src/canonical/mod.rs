@@ -24,6 +24,7 @@ pub mod results;
 pub mod rewarm;
 pub mod sweep;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -74,6 +75,31 @@ pub fn target(
     Ok(configured
         .and_then(|v| v.parse().ok())
         .map(|v| (v, Source::Config)))
+}
+
+/// The canonical's own gate holds its target: it stays on its last good version (what its
+/// known-good holds, and what `base resolve` answers) until the hold is approved.
+pub use crate::upgrade::state::PinnedHold as Hold;
+
+/// The hold of `recipe`'s canonical on its current target, if its gate holds it (reads the
+/// registry's target and the canonical's state; no lock, no Docker).
+pub fn hold(config: &Config, recipe: &str, registry: &Registry) -> anyhow::Result<Option<Hold>> {
+    let Some((target, _)) = target(config, recipe, registry)? else {
+        return Ok(None);
+    };
+    let app = config::canonical_app_name(recipe);
+    let state = AppState::load(&config.state_dir.join(&app))
+        .with_context(|| format!("reading the state of canonical {app}"))?;
+    Ok(state.pinned_hold(&target, &approved(config, recipe)))
+}
+
+/// The versions the config approves for `recipe`'s canonical.
+fn approved(config: &Config, recipe: &str) -> BTreeSet<Version> {
+    config
+        .canonicals
+        .get(recipe)
+        .map(|c| c.approved.iter().filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Why the volumes drifted from the known-good.
@@ -364,6 +390,8 @@ pub struct Row {
     pub known_good: bool,
     /// The quick run that left the volumes different from the known-good, if any.
     pub drift: Option<Drift>,
+    /// Set when the canonical's own gate holds `target`: it stays on `last_good`.
+    pub hold: Option<Hold>,
 }
 
 /// Every enrolled recipe and every registry entry.
@@ -387,7 +415,11 @@ pub fn list(config: &Config) -> anyhow::Result<Vec<Row>> {
                 .find(|p| p.canonical_of.as_deref() == Some(recipe.as_str()));
             let state = AppState::load(&app_dir)?;
             let target = target(config, &recipe, &registry)?;
+            let hold = target
+                .as_ref()
+                .and_then(|(v, _)| state.pinned_hold(v, &approved(config, &recipe)));
             Ok(Row {
+                hold,
                 enrolled: config.canonicals.contains_key(&recipe),
                 domain: plan.map(|p| p.domain.clone()),
                 stack: plan.map(|p| p.stack.clone()),

@@ -56,13 +56,25 @@ pub struct Inputs {
     pub head_ref: String,
     /// `None` when the head's compose file could not tell; only a canonical needs it.
     pub head_version: Option<Version>,
-    /// The canonical registry's version for the recipe, if the recipe has a canonical.
+    /// The version the recipe's canonical holds, if the recipe has one: the registry's
+    /// version, or its last good when its own gate holds the registry's ([`Inputs::held`]).
     pub canonical: Option<Version>,
+    /// Set when the canonical's gate holds the registry's version, which `canonical` is then not.
+    pub held: Option<Held>,
     /// The branch the change is proposed against (`--target-branch`); `None`: the default
     /// branch. Only names the tip in the reason; the caller's `main_tip` looks it up.
     pub target_branch: Option<String>,
     /// Whether a pre-release tag may be the base (the canonical's `allow_prerelease`).
     pub allow_prerelease: bool,
+}
+
+/// The canonical's own gate holds the registry's version (a major bump or a manual migration
+/// from the version it is on), so the canonical stays on its last good: that is the version a
+/// run's upgrade starts from, and every reason says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub registry: Version,
+    pub reason: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,11 +117,18 @@ pub fn resolve(
                 why: head_version_why.to_owned(),
             });
         };
+        let held = match &inputs.held {
+            Some(h) => format!(
+                "the canonical's gate holds registry version {} ({}), so it stays on {canonical}; ",
+                h.registry, h.reason
+            ),
+            None => String::new(),
+        };
         if canonical < head && !same_version(canonical, head) {
             return Ok(base(
                 Kind::Version,
                 canonical.to_string(),
-                &format!("canonical version {canonical} differs from head version {head}"),
+                &format!("{held}canonical version {canonical} differs from head version {head}"),
             ));
         }
         // A canonical equal to or newer than the head would test a no-op or a downgrade: step
@@ -122,7 +141,7 @@ pub fn resolve(
                     Kind::Version,
                     prev.to_string(),
                     &format!(
-                        "canonical version {canonical} is newer than head version {head}; \
+                        "{held}canonical version {canonical} is newer than head version {head}; \
                          newest published version older than the head"
                     ),
                 ),
@@ -130,12 +149,12 @@ pub fn resolve(
                     Kind::Version,
                     prev.to_string(),
                     &format!(
-                        "canonical version equals head version {head}; newest published version \
-                         older than it"
+                        "{held}canonical version equals head version {head}; newest published \
+                         version older than it"
                     ),
                 ),
-                None if newer => skip(REASON_NEWER_NO_PREDECESSOR),
-                None => skip(REASON_NO_PREDECESSOR),
+                None if newer => skip(&format!("{held}{REASON_NEWER_NO_PREDECESSOR}")),
+                None => skip(&format!("{held}{REASON_NO_PREDECESSOR}")),
             },
         );
     }
@@ -218,6 +237,9 @@ mod tests {
         head_ref: &'static str,
         head_version: Option<&'static str>,
         canonical: Option<&'static str>,
+        /// The registry's version when the canonical's gate holds it (`canonical` is then the
+        /// version the canonical holds).
+        held: Option<&'static str>,
         tags: &'static [&'static str],
         main_tip: &'static str,
         want: (Kind, Option<&'static str>, &'static str),
@@ -236,6 +258,7 @@ mod tests {
             head_ref: HEAD,
             head_version: Some("1.2.0+1.1"),
             canonical: None,
+            held: None,
             tags: TAGS,
             main_tip: MAIN,
             want: (Kind::Skip, None, ""),
@@ -268,6 +291,46 @@ mod tests {
                     "canonical version 1.1.0+1.0 differs from head version 1.2.0+1.1",
                 ),
                 ..case("canonical differs from head")
+            },
+            Case {
+                canonical: Some("1.1.0+1.0"),
+                held: Some("2.0.0+2.0"),
+                want: (
+                    Kind::Version,
+                    Some("1.1.0+1.0"),
+                    "the canonical's gate holds registry version 2.0.0+2.0 (2.0.0+2.0 is a major \
+                     bump from 1.1.0+1.0), so it stays on 1.1.0+1.0; canonical version 1.1.0+1.0 \
+                     differs from head version 1.2.0+1.1",
+                ),
+                ..case("a canonical whose gate holds the registry's version: the version it holds")
+            },
+            Case {
+                head_version: Some("1.1.0+1.0"),
+                canonical: Some("1.1.0+1.0"),
+                held: Some("2.0.0+2.0"),
+                want: (
+                    Kind::Version,
+                    Some("1.0.0+1.0"),
+                    "the canonical's gate holds registry version 2.0.0+2.0 (2.0.0+2.0 is a major \
+                     bump from 1.1.0+1.0), so it stays on 1.1.0+1.0; canonical version equals \
+                     head version 1.1.0+1.0; newest published version older than it",
+                ),
+                reads_tags: true,
+                ..case("a held canonical equal to the head steps back, still saying why")
+            },
+            Case {
+                head_version: Some("1.0.0+1.0"),
+                canonical: Some("1.0.0+1.0"),
+                held: Some("2.0.0+2.0"),
+                want: (
+                    Kind::Skip,
+                    None,
+                    "the canonical's gate holds registry version 2.0.0+2.0 (2.0.0+2.0 is a major \
+                     bump from 1.0.0+1.0), so it stays on 1.0.0+1.0; base == head and no older \
+                     published predecessor",
+                ),
+                reads_tags: true,
+                ..case("a held canonical equal to the oldest tag: skip, saying why")
             },
             Case {
                 canonical: Some("2.0.0+2.0"),
@@ -428,6 +491,10 @@ mod tests {
                 head_ref: c.head_ref.to_owned(),
                 head_version: c.head_version.map(v),
                 canonical: c.canonical.map(v),
+                held: c.held.map(|r| Held {
+                    registry: v(r),
+                    reason: format!("{r} is a major bump from {}", c.canonical.unwrap()),
+                }),
                 target_branch: c.target_branch.map(str::to_owned),
                 ..Inputs::default()
             };

@@ -156,11 +156,35 @@ fn resolve(global: &Global, args: ResolveArgs) -> anyhow::Result<u8> {
             )
         })?),
     };
+    // When the canonical's own gate holds the registry's version, the canonical (and its
+    // known-good data) stays on its last good: that is what a run really upgrades from.
+    let hold = match &canonical {
+        Some(_) if args.override_base.is_none() => {
+            crate::canonical::hold(&config, &args.recipe, &registry)?
+        }
+        _ => None,
+    };
+    let (canonical, held) = match (&hold, canonical) {
+        (Some(h), Some(registry_version)) => (
+            Some(h.holds.parse::<Version>().with_context(|| {
+                format!(
+                    "the last good version {:?} of the canonical of recipe {} is not a version",
+                    h.holds, args.recipe
+                )
+            })?),
+            Some(base::Held {
+                registry: registry_version,
+                reason: h.reason.clone(),
+            }),
+        ),
+        (_, canonical) => (canonical, None),
+    };
     let inputs = Inputs {
         override_base,
         head_ref,
         head_version,
         canonical,
+        held,
         target_branch: target_branch.clone(),
         allow_prerelease: config
             .canonicals
@@ -221,6 +245,25 @@ fn resolve(global: &Global, args: ResolveArgs) -> anyhow::Result<u8> {
     {
         let (recipe, _) = source()?;
         check_tag(recipe, &args.recipe, value, &entry.commit)?;
+    }
+    // The version a held canonical stays on was promoted before the registry moved on, and the
+    // registry keeps no commit for it: its tag must at least still exist.
+    if let (Kind::Version, Some(value), Some(h)) = (&decided.kind, &decided.value, &hold)
+        && *value == h.holds
+    {
+        let (recipe, _) = source()?;
+        let v: Version = value.parse().with_context(|| {
+            format!(
+                "the canonical's version {value:?} of recipe {}",
+                args.recipe
+            )
+        })?;
+        recipe.resolve(&Rev::Version(v)).with_context(|| {
+            format!(
+                "the version {value} the canonical of recipe {} holds is not a published tag",
+                args.recipe
+            )
+        })?;
     }
     if global.json {
         super::print_json(&decided)?;

@@ -77,7 +77,7 @@ pub fn run(global: &Global, cmd: CanonicalCmd) -> anyhow::Result<u8> {
                         )
                     });
                     println!(
-                        "{}{}: registry {registry}; target {}; last good {}; known-good {}{}",
+                        "{}{}: registry {registry}; target {}; last good {}; known-good {}{}{}",
                         r.recipe,
                         if r.enrolled { "" } else { " (not enrolled)" },
                         r.target.as_deref().unwrap_or("- (unseeded)"),
@@ -86,6 +86,10 @@ pub fn run(global: &Global, cmd: CanonicalCmd) -> anyhow::Result<u8> {
                         r.drift
                             .as_ref()
                             .map(|d| format!("; volumes drifted by {}", d.r#ref))
+                            .unwrap_or_default(),
+                        r.hold
+                            .as_ref()
+                            .map(|h| format!("; {}", hold_line(&r.app, h)))
                             .unwrap_or_default()
                     );
                 }
@@ -126,6 +130,15 @@ pub fn run(global: &Global, cmd: CanonicalCmd) -> anyhow::Result<u8> {
             Ok(report.exit)
         }
     }
+}
+
+/// One line on a canonical whose gate holds its target, shared by `canonical list` and `status`.
+pub fn hold_line(app: &str, h: &canonical::Hold) -> String {
+    format!(
+        "HELD: its gate holds {} ({}), so it stays on {} and `base resolve` answers {}; \
+         `ci-warm approve {app} {}` releases it",
+        h.target, h.reason, h.holds, h.holds, h.target
+    )
 }
 
 fn short(commit: &str) -> &str {

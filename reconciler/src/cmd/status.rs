@@ -28,6 +28,19 @@ pub fn run(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
             verify: args.verify,
         },
     )?;
+    // The registry belongs to the canonical layer, which `ops` may not read: the canonicals'
+    // holds on their registry version are filled in here.
+    let registry = crate::canonical::registry::Registry::load(&config.state_dir)?;
+    for plan in crate::config::spec::plans(&config) {
+        let Some(recipe) = &plan.canonical_of else {
+            continue;
+        };
+        if let Some(a) = st.apps.iter_mut().find(|a| a.app == plan.spec.name)
+            && a.error.is_none()
+        {
+            a.canonical_hold = crate::canonical::hold(&config, recipe, &registry)?;
+        }
+    }
     if !args.apps.is_empty() {
         if let Some(unknown) = args
             .apps
@@ -150,6 +163,9 @@ fn print_table(apps: &[AppStatus]) {
                 println!("{}: health: {why}", a.app)
             }
             _ => {}
+        }
+        if let Some(h) = &a.canonical_hold {
+            println!("{}: {}", a.app, super::canonical::hold_line(&a.app, h));
         }
         for h in &a.held {
             println!("{}: held {} ({}): {}", a.app, h.version, h.kind, h.reason);

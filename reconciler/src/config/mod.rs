@@ -42,6 +42,8 @@ pub struct Config {
     #[serde(default)]
     pub health: Health,
     #[serde(default)]
+    pub undeploy: Undeploy,
+    #[serde(default)]
     pub gate: Gate,
     #[serde(default)]
     pub snapshot: Snapshot,
@@ -131,6 +133,32 @@ impl Default for Health {
         Health {
             timeout_secs: default_health_timeout(),
             interval_ms: default_health_interval(),
+        }
+    }
+}
+
+/// How long an undeploy may take to free the app's volumes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Undeploy {
+    /// After `docker stack rm` / `abra app undeploy`: how long ci-warm waits until no service,
+    /// container or network of the stack is left and no container holds one of its volumes.
+    /// Past it the undeploy failed (before a snapshot: the upgrade is not attempted and the old
+    /// version is redeployed).
+    #[serde(default = "default_undeploy_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_undeploy_timeout() -> u64 {
+    // Swarm stops containers with a 10 s grace period by default, and a stack may have several
+    // services on a busy host: two minutes is generous without hanging a timer run.
+    120
+}
+
+impl Default for Undeploy {
+    fn default() -> Self {
+        Undeploy {
+            timeout_secs: default_undeploy_timeout(),
         }
     }
 }
@@ -566,6 +594,12 @@ impl Config {
             &mut push,
         );
         check_range(
+            "undeploy.timeout_secs",
+            self.undeploy.timeout_secs,
+            &UNDEPLOY_TIMEOUT_SECS,
+            &mut push,
+        );
+        check_range(
             "snapshot.reserve_bytes",
             self.snapshot.reserve_bytes,
             &RESERVE_BYTES,
@@ -910,6 +944,7 @@ pub fn canonical_app_name(recipe: &str) -> String {
 /// enough for any real host, narrow enough that no arithmetic on them can overflow.
 pub const HEALTH_TIMEOUT_SECS: RangeInclusive<u64> = 1..=86_400;
 pub const HEALTH_INTERVAL_MS: RangeInclusive<u64> = 1..=600_000;
+pub const UNDEPLOY_TIMEOUT_SECS: RangeInclusive<u64> = 1..=86_400;
 /// 1 PiB.
 pub const RESERVE_BYTES: RangeInclusive<u64> = 0..=(1 << 50);
 pub const SEEN_ALERT_DAYS: RangeInclusive<u64> = 0..=36_500;

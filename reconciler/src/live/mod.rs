@@ -17,7 +17,7 @@ use crate::config::{Config, Deployer as DeployerConfig};
 use crate::platform::backupbot;
 use crate::platform::deploy::abra::{AbraDeployer, Bootstrap};
 use crate::platform::deploy::stack::StackDeployer;
-use crate::platform::deploy::{DeployTarget, Deployer, Revision};
+use crate::platform::deploy::{DeployTarget, Deployer, GoneWait, Revision};
 use crate::platform::docker::{self, Engine, SwarmView};
 use crate::upgrade::gate::Release;
 use crate::upgrade::health::{Expected, GateTiming, HealthGate, Verdict};
@@ -63,10 +63,18 @@ impl LivePlatform {
                 .with_context(|| format!("connecting to Docker for app {}", plan.spec.name))?,
         );
         let app_dir = config.state_dir.join(&plan.spec.name);
+        let gone = GoneWait {
+            timeout: std::time::Duration::from_secs(config.undeploy.timeout_secs),
+            ..GoneWait::default()
+        };
         let (deployer, abra): (Box<dyn Deployer>, Option<abra_dir::AbraDirs>) = match &config
             .deployer
         {
-            DeployerConfig::Stack => (Box::new(StackDeployer::new(engine.clone())), None),
+            DeployerConfig::Stack => {
+                let mut d = StackDeployer::new(engine.clone());
+                d.gone = gone;
+                (Box::new(d), None)
+            }
             DeployerConfig::Abra {
                 abra,
                 server,
@@ -77,6 +85,7 @@ impl LivePlatform {
             } => {
                 let dirs = abra_dir::AbraDirs::new(abra_dir.as_deref(), &app_dir, server, &plan)?;
                 let mut d = AbraDeployer::new(engine.clone(), abra.clone());
+                d.gone = gone;
                 d.extra_deploy_args = deploy_args.clone();
                 d.command_timeout = std::time::Duration::from_secs(*timeout_secs);
                 d.pty = *pty;

@@ -19,7 +19,7 @@ use crate::platform::deploy::Revision;
 use crate::upgrade::alert::Kind;
 use crate::upgrade::health::{self, Expected, Verdict};
 use crate::upgrade::probe::{HttpProbe, Prepared};
-use crate::upgrade::state::{AppState, Intent, RunRecord};
+use crate::upgrade::state::{AppState, Intent, PinnedHold, RunRecord};
 use crate::upgrade::version::Version;
 
 pub const STATUS_SCHEMA: u32 = 1;
@@ -48,6 +48,9 @@ pub struct AppStatus {
     pub health: HealthNow,
     /// Versions held by the safety gate and not (yet) approved.
     pub held: Vec<Held>,
+    /// A canonical whose own gate holds its registry version: what it holds instead, and why
+    /// (`canonical list` shows the same). Filled in by the caller that reads the registry.
+    pub canonical_hold: Option<PinnedHold>,
     /// Versions that failed their gate and are skipped until approved.
     pub failed: Vec<FailedVersion>,
     /// Pre-releases the last reconcile skipped (the app does not allow pre-releases); not
@@ -214,6 +217,7 @@ fn app_status(
         last_good: None,
         health: HealthNow::NotChecked,
         held: Vec::new(),
+        canonical_hold: None,
         failed: Vec::new(),
         skipped_prerelease: Vec::new(),
         approvals: Vec::new(),
@@ -264,35 +268,19 @@ fn held(
     app: &str,
     messages: &BTreeMap<(String, String), String>,
 ) -> Vec<Held> {
-    let mut out = Vec::new();
-    for key in &state.alerted_holds {
-        let Some((kind, version)) = key.split_once(':') else {
-            continue;
-        };
-        let Ok(v) = version.parse::<Version>() else {
-            continue;
-        };
-        let superseded = state.last_good.as_ref().is_some_and(|lg| v <= *lg);
-        let approved =
-            state.approvals.contains(version) || plan.is_some_and(|p| p.spec.approved.contains(&v));
-        if superseded || approved {
-            continue;
-        }
-        let kind = kind.to_owned();
-        let reason = messages
-            .get(&(app.to_owned(), key.clone()))
-            .cloned()
-            .unwrap_or_else(|| match kind.as_str() {
-                "held-major" => format!("{version} is a major bump"),
-                _ => format!("release notes up to {version} ask for a manual migration"),
-            });
-        out.push(Held {
-            version: version.to_owned(),
-            kind,
-            reason,
-        });
-    }
-    out
+    let approved = plan.map(|p| p.spec.approved.clone()).unwrap_or_default();
+    state
+        .standing_holds(&approved)
+        .into_iter()
+        .map(|h| Held {
+            version: h.version.to_string(),
+            reason: messages
+                .get(&(app.to_owned(), h.key.clone()))
+                .cloned()
+                .unwrap_or_else(|| h.reason(state.last_good.as_ref())),
+            kind: h.kind,
+        })
+        .collect()
 }
 
 /// The messages of hold alerts still on disk (new or seen), by (app, hold key).

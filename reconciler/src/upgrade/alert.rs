@@ -63,6 +63,10 @@ pub enum Kind {
     DiskLow,
     /// A snapshot could not be taken, so the upgrade was not attempted.
     SnapshotFailed,
+    /// Undeploying a stateful app before its snapshot failed (a task did not stop, a container
+    /// kept a volume, the deployer's command failed): the upgrade was not attempted and the old
+    /// version was redeployed on its untouched data.
+    UndeployFailed,
     /// The first deployment of an app failed its gate (nothing to roll back to).
     BootstrapFailed,
     /// A canonical's known-good could not be restored over drifted volumes before its upgrade;
@@ -84,6 +88,7 @@ impl Kind {
             Kind::DiskLow => "disk-low",
             Kind::BootstrapFailed => "bootstrap-failed",
             Kind::SnapshotFailed => "snapshot-failed",
+            Kind::UndeployFailed => "undeploy-failed",
             Kind::CanonicalRestoreFailed => "canonical-restore-failed",
             Kind::CanonicalRefreshFailed => "canonical-refresh-failed",
         }

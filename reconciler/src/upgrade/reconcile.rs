@@ -110,7 +110,8 @@ pub enum Outcome {
     NotRecovered {
         reason: String,
     },
-    /// The upgrade could not start (the snapshot failed); the old version is serving again.
+    /// The upgrade could not start (the undeploy before the snapshot, or the snapshot, failed);
+    /// the old version is serving again on its untouched data.
     Aborted {
         reason: String,
     },
@@ -375,15 +376,23 @@ impl<'a, P: Platform> Reconciler<'a, P> {
         }
         if self.spec.stateful {
             self.journal(Step::Undeploy, Some(&from), &to, false)?;
-            self.platform
-                .undeploy()
-                .with_context(|| format!("undeploying {} before its snapshot", self.spec.name))?;
+            if let Err(e) = self.platform.undeploy() {
+                // The volumes are untouched (nothing was snapshotted, the target never ran), but
+                // the undeploy may have removed the services already: bring the old version back
+                // now rather than leave the app down until the next tick.
+                let reason = format!(
+                    "undeploying {} before its snapshot failed: {e:#}",
+                    self.spec.name
+                );
+                tracing::error!(app = %self.spec.name, "{reason}");
+                return self.abort_before_snapshot(&from, &to, Kind::UndeployFailed, reason);
+            }
             self.journal(Step::Snapshot, Some(&from), &to, false)?;
             if let Err(e) = self.platform.take_snapshot(&from) {
                 // The volumes are untouched: bring the old version back and stop here.
-                let reason = format!("{e:#}");
-                tracing::error!(app = %self.spec.name, "snapshot failed: {reason}");
-                return self.redeploy_after_snapshot_failure(&from, &to, reason);
+                let reason = format!("the snapshot failed: {e:#}");
+                tracing::error!(app = %self.spec.name, "{reason}");
+                return self.abort_before_snapshot(&from, &to, Kind::SnapshotFailed, reason);
             }
         }
         self.journal(Step::Deploy, Some(&from), &to, true)?;
@@ -712,10 +721,15 @@ impl<'a, P: Platform> Reconciler<'a, P> {
         )
     }
 
-    fn redeploy_after_snapshot_failure(
+    /// The upgrade stopped before a snapshot was taken (the undeploy or the snapshot failed;
+    /// `reason` says which): the volumes still hold `from`'s data untouched, so `from` is
+    /// redeployed without a restore, the intent is cleared (the next tick tries again), and one
+    /// `kind` alert says whether `from` came back healthy.
+    fn abort_before_snapshot(
         &mut self,
         from: &Version,
         to: &Version,
+        kind: Kind,
         reason: String,
     ) -> anyhow::Result<Outcome> {
         // A canonical rests undeployed: its volumes are untouched, nothing to bring back.
@@ -729,25 +743,39 @@ impl<'a, P: Platform> Reconciler<'a, P> {
         let recovered = matches!(health, Ok(Health::Healthy));
         self.state.intent = None;
         self.save()?;
+        let back = match (&health, self.spec.canonical) {
+            (_, true) => "the canonical rests undeployed on its known-good".to_owned(),
+            (Ok(Health::Healthy), false) => format!("{from} is redeployed and healthy"),
+            (Ok(Health::Unhealthy(why)), false) => {
+                format!("redeploying {from} did NOT come back healthy: {why}")
+            }
+            (Err(e), false) => format!("redeploying {from} FAILED: {e:#}"),
+        };
+        let mut error = vec![reason.clone()];
+        if !recovered {
+            error.push(back.clone());
+        }
         self.alert(
-            Kind::SnapshotFailed,
+            kind,
             NewAlert {
                 message: format!(
-                    "{}: upgrade to {to} not attempted, the snapshot failed: {reason}",
+                    "{}: upgrade to {to} not attempted, {reason}; {back}; the next run tries again",
                     self.spec.name
                 ),
                 attempted: Some(to.to_string()),
                 recovered,
-                error: vec![reason.clone()],
+                error,
                 ..NewAlert::default()
             },
         )?;
         Ok(if recovered {
             Outcome::Aborted {
-                reason: format!("the snapshot failed, {from} redeployed: {reason}"),
+                reason: format!("{reason}; {back}"),
             }
         } else {
-            Outcome::NotRecovered { reason }
+            Outcome::NotRecovered {
+                reason: format!("{reason}; {back}"),
+            }
         })
     }
 

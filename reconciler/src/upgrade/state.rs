@@ -103,6 +103,91 @@ pub struct RunRecord {
     pub detail: String,
 }
 
+/// A hold the gate alerted that still stands: above `last_good` and not approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandingHold {
+    pub version: Version,
+    /// `held-major` or `held-manual-migration` (the alert kind).
+    pub kind: String,
+    /// The hold's key in `alerted_holds` (`<kind>:<version>`).
+    pub key: String,
+}
+
+impl StandingHold {
+    /// Why it is held, from what the state knows (the alert's message says more while it is on
+    /// disk): a major bump names the version it is a major bump from, when that is `last_good`.
+    pub fn reason(&self, last_good: Option<&Version>) -> String {
+        match (self.kind.as_str(), last_good) {
+            ("held-major", Some(lg)) if crate::upgrade::version::is_major(lg, &self.version) => {
+                format!("{} is a major bump from {lg}", self.version)
+            }
+            ("held-major", _) => format!("{} is a major bump", self.version),
+            _ => format!(
+                "release notes up to {} ask for a manual migration",
+                self.version
+            ),
+        }
+    }
+}
+
+/// An app pinned to one version (a canonical tracking its registry entry) whose own gate holds
+/// that version (a major bump, or release notes asking for a manual migration, from the version
+/// it is on): it stays on its last good version until the hold is approved
+/// (`ci-warm approve <app> <target>`, or the config's `approved`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PinnedHold {
+    /// The version it is pinned to (a canonical: the registry's, or unseeded the config's).
+    pub target: String,
+    /// The version it really holds: its last good.
+    pub holds: String,
+    /// `held-major` or `held-manual-migration` (the kind of the one alert it wrote).
+    pub kind: String,
+    /// Why, for a person.
+    pub reason: String,
+}
+
+impl AppState {
+    /// Whether the gate holds `target`, the version this app is pinned to: a reconcile alerted
+    /// a hold of exactly that version, and it still stands.
+    pub fn pinned_hold(
+        &self,
+        target: &Version,
+        config_approved: &BTreeSet<Version>,
+    ) -> Option<PinnedHold> {
+        let last_good = self.last_good.as_ref()?;
+        let h = self
+            .standing_holds(config_approved)
+            .into_iter()
+            .find(|h| &h.version == target)?;
+        Some(PinnedHold {
+            target: target.to_string(),
+            holds: last_good.to_string(),
+            reason: h.reason(Some(last_good)),
+            kind: h.kind,
+        })
+    }
+
+    /// The alerted holds that still stand: newer than `last_good`, and approved neither by
+    /// `ci-warm approve` nor by the config (`config_approved`). A hold that was approved, or
+    /// that an upgrade went past, is over.
+    pub fn standing_holds(&self, config_approved: &BTreeSet<Version>) -> Vec<StandingHold> {
+        self.alerted_holds
+            .iter()
+            .filter_map(|key| {
+                let (kind, version) = key.split_once(':')?;
+                let v = version.parse::<Version>().ok()?;
+                let superseded = self.last_good.as_ref().is_some_and(|lg| v <= *lg);
+                let approved = self.approvals.contains(version) || config_approved.contains(&v);
+                (!superseded && !approved).then(|| StandingHold {
+                    version: v,
+                    kind: kind.to_owned(),
+                    key: key.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read state {path}: {source}")]

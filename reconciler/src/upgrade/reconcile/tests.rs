@@ -19,6 +19,9 @@ struct Fake {
     corrupt_snapshot: bool,
     fail_fetch: bool,
     fail_snapshot: bool,
+    /// The undeploy removes the services but the volumes never become free (a container keeps
+    /// one), as `wait_until_gone` reports it.
+    fail_undeploy: bool,
     /// The health gate cannot observe anything (Docker unreachable until its deadline).
     docker_down: bool,
     verifies: usize,
@@ -55,6 +58,11 @@ impl Platform for Fake {
     fn undeploy(&mut self) -> anyhow::Result<()> {
         self.log.push("undeploy".into());
         self.deployed = None;
+        if self.fail_undeploy {
+            anyhow::bail!(
+                "stack demo of app demo still not gone after 120s: volumes held: demo_data <- backup (running)"
+            );
+        }
         Ok(())
     }
     fn health(&mut self, version: &Version) -> anyhow::Result<Health> {
@@ -483,6 +491,70 @@ fn snapshot_failure_aborts_and_redeploys() {
     assert_eq!(w.fake.deployed, Some(v("1.0.0+1.0.0")));
     assert_eq!(w.kinds(), [Kind::SnapshotFailed]);
     assert_eq!(w.state().last_good, Some(v("1.0.0+1.0.0")));
+}
+
+/// An undeploy that fails before the snapshot (the services are gone, a volume is still held):
+/// nothing was snapshotted and the target never ran, so the old version comes back on its
+/// untouched data, no version is recorded as failed, one alert names the undeploy, and the
+/// next tick (the volume free again) upgrades as usual.
+#[test]
+fn an_undeploy_failing_before_the_snapshot_redeploys_the_old_version() {
+    let mut w = World::new(1);
+    let s = spec(true);
+    w.run(&s);
+    let data = w.fake.volume.clone();
+    w.fake.releases = catalogue().into_iter().take(2).collect();
+    w.fake.fail_undeploy = true;
+    w.fake.log.clear();
+    let out = w.run(&s);
+    let Outcome::Aborted { reason } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(
+        reason.contains("undeploying demo before its snapshot failed")
+            && reason.contains("volumes held"),
+        "{reason}"
+    );
+    assert_eq!(out.exit_code(), exit::FAILURE);
+    assert_eq!(
+        w.fake.log,
+        ["undeploy", "deploy 1.0.0+1.0.0"],
+        "no snapshot, no target"
+    );
+    assert_eq!(w.fake.deployed, Some(v("1.0.0+1.0.0")));
+    assert_eq!(w.fake.volume, data, "data untouched");
+    let st = w.state();
+    assert_eq!(st.last_good, Some(v("1.0.0+1.0.0")));
+    assert_eq!(st.intent, None);
+    assert!(
+        st.failed.is_empty(),
+        "not the version's fault: {:?}",
+        st.failed
+    );
+    let run = st.last_run.unwrap();
+    assert_eq!(run.outcome, "aborted");
+    assert!(run.detail.contains("undeploying demo"), "{}", run.detail);
+    assert_eq!(w.kinds(), [Kind::UndeployFailed]);
+    let alert = &w.alerts()[0];
+    assert!(alert.recovered, "{alert:?}");
+    assert_eq!(alert.attempted.as_deref(), Some("1.1.0+1.0.0"));
+    assert!(
+        alert
+            .message
+            .contains("undeploying demo before its snapshot failed"),
+        "{}",
+        alert.message
+    );
+    // The volume is free again: the next tick upgrades, and alerts nothing.
+    w.fake.fail_undeploy = false;
+    assert_eq!(
+        w.run(&s),
+        Outcome::Upgraded {
+            from: v("1.0.0+1.0.0"),
+            to: v("1.1.0+1.0.0")
+        }
+    );
+    assert_eq!(w.kinds(), [Kind::UndeployFailed]);
 }
 
 #[test]
