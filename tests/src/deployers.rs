@@ -39,6 +39,15 @@ impl Kind {
         }
     }
 
+    /// The domain of the app deployed as `st` ([`Kind::app_keys`]' `domain`): for the stack
+    /// deployer the one its env file names, for abra the stack name with dots.
+    pub fn domain(self, st: &TestStack) -> String {
+        match self {
+            Kind::Stack => st.domain(),
+            Kind::Abra => abra_domain(st),
+        }
+    }
+
     /// The deployer-dependent keys of the app deployed as `st`: its domain, stack and env (the
     /// stack deployer's env file; for abra the keys its bootstrap writes into the env file abra
     /// creates). abra derives the stack from the domain (dots become underscores), so the
@@ -46,16 +55,12 @@ impl Kind {
     pub fn app_keys(self, st: &TestStack) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("stack".into(), json!(st.name));
+        m.insert("domain".into(), json!(self.domain(st)));
         match self {
             Kind::Stack => {
-                m.insert(
-                    "domain".into(),
-                    json!(format!("{}.example.org", st.name.replace('_', "-"))),
-                );
                 m.insert("env_file".into(), json!(st.env_file()));
             }
             Kind::Abra => {
-                m.insert("domain".into(), json!(abra_domain(st)));
                 m.insert("env".into(), json!({"PORT": st.port.to_string()}));
             }
         }
