@@ -39,24 +39,57 @@ impl Kind {
         }
     }
 
+    /// The domain of the app deployed as `st` ([`Kind::app_keys`]' `domain`): for the stack
+    /// deployer the one its env file names, for abra the stack name with dots.
+    pub fn domain(self, st: &TestStack) -> String {
+        match self {
+            Kind::Stack => st.domain(),
+            Kind::Abra => abra_domain(st),
+        }
+    }
+
     /// The deployer-dependent keys of the app deployed as `st`: its domain, stack and env (the
     /// stack deployer's env file; for abra the keys its bootstrap writes into the env file abra
     /// creates). abra derives the stack from the domain (dots become underscores), so the
     /// domain is the stack name with dots.
     pub fn app_keys(self, st: &TestStack) -> Map<String, Value> {
+        self.app_keys_with_env(st, &[])
+    }
+
+    /// [`Kind::app_keys`] with more keys in the app's env file (`KEY=value`, replacing the
+    /// line of a key that is already there): written into the stack deployer's env file, and
+    /// for abra configured as the app's `env`, which ci-warm's bootstrap writes into the env
+    /// file abra creates.
+    pub fn app_keys_with_env(self, st: &TestStack, env: &[(&str, &str)]) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("stack".into(), json!(st.name));
+        m.insert("domain".into(), json!(self.domain(st)));
         match self {
             Kind::Stack => {
-                m.insert(
-                    "domain".into(),
-                    json!(format!("{}.example.org", st.name.replace('_', "-"))),
-                );
-                m.insert("env_file".into(), json!(st.env_file()));
+                let path = st.env_file();
+                let mut text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+                for (key, value) in env {
+                    let prefix = format!("{key}=");
+                    let mut lines: Vec<String> = text
+                        .lines()
+                        .filter(|l| !l.starts_with(&prefix))
+                        .map(str::to_owned)
+                        .collect();
+                    lines.push(format!("{key}={value}"));
+                    text = lines.join("\n") + "\n";
+                }
+                std::fs::write(&path, text)
+                    .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+                m.insert("env_file".into(), json!(path));
             }
             Kind::Abra => {
-                m.insert("domain".into(), json!(abra_domain(st)));
-                m.insert("env".into(), json!({"PORT": st.port.to_string()}));
+                let mut keys = Map::new();
+                keys.insert("PORT".into(), json!(st.port.to_string()));
+                for (key, value) in env {
+                    keys.insert((*key).into(), json!(value));
+                }
+                m.insert("env".into(), Value::Object(keys));
             }
         }
         m

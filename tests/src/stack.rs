@@ -16,9 +16,12 @@ use crate::docker;
 pub const PREFIX: &str = "ciwt_";
 
 /// A stack name for `test`: `ciwt_`, the test name made lowercase `[a-z0-9_]` and cut to 20
-/// characters, then the process id and a per-process counter, so parallel tests and parallel
-/// test binaries never share a stack. At most 40 characters, which keeps
-/// `<stack>_<service>` and `<stack>_<volume>` well within Docker's name limits.
+/// characters, then the process id and a per-process counter (`<pid>n<counter>`), so parallel
+/// tests and parallel test binaries never share a stack. At most 40 characters, which keeps
+/// `<stack>_<service>` and `<stack>_<volume>` well within Docker's name limits. The last part
+/// is never all digits: under abra the app's domain is the stack name with dots, and a URL host
+/// whose last label is a number parses as an IPv4 address (and fails), so a probe by the domain
+/// would be refused.
 pub fn unique_name(test: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst) % 1000;
@@ -33,7 +36,7 @@ pub fn unique_name(test: &str) -> String {
         })
         .take(20)
         .collect();
-    format!("{PREFIX}{clean}_{}_{n}", std::process::id() % 100_000)
+    format!("{PREFIX}{clean}_{}n{n}", std::process::id() % 100_000)
 }
 
 pub struct TestStack {
@@ -78,12 +81,17 @@ impl TestStack {
         self.dir.path()
     }
 
+    /// The app's domain in its env file ([`TestStack::env_file`]).
+    pub fn domain(&self) -> String {
+        format!("{}.example.org", self.name.replace('_', "-"))
+    }
+
     /// Writes the app's env file (what abra keeps as `<domain>.env`) and returns its path.
     pub fn env_file(&self) -> PathBuf {
         let path = self.dir.path().join("app.env");
         let text = format!(
-            "TYPE=demo\nDOMAIN={}.example.org\nPORT={}\nCOMPOSE_FILE=compose.yml\n",
-            self.name.replace('_', "-"),
+            "TYPE=demo\nDOMAIN={}\nPORT={}\nCOMPOSE_FILE=compose.yml\n",
+            self.domain(),
             self.port
         );
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
@@ -317,6 +325,11 @@ mod tests {
                 n.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
                 "{n}"
+            );
+            let last = n.rsplit('_').next().unwrap_or_default();
+            assert!(
+                !last.chars().all(|c| c.is_ascii_digit()),
+                "{n}: the abra domain would end in a number"
             );
         }
     }

@@ -1,7 +1,9 @@
-//! Canonicals on the real swarm with the demo recipe and the stack deployer: a promotion moves the
-//! canonical (data kept), the quick lane passes and fails without ever changing the known-good,
-//! a busy canonical refuses a quick run untouched, rewarm rebuilds from nothing; and the nightly
-//! sweep (which deploys nothing itself, so it needs no swarm) orders, records and promotes.
+//! Canonicals on the real swarm with the demo recipe, under both deployers (`stack`, and `abra`
+//! through the simulator, where a canonical rests undeployed and every upgrade, quick run and
+//! rewarm starts from there): a promotion moves the canonical (data kept), the quick lane passes
+//! and fails without ever changing the known-good, a busy canonical refuses a quick run
+//! untouched, rewarm rebuilds from nothing; and the nightly sweep (which deploys nothing itself,
+//! so it needs no swarm and runs once) orders, records and promotes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use ci_warm_tests::both_deployers;
+use ci_warm_tests::deployers::Kind;
 use ci_warm_tests::docker::require_docker;
 use ci_warm_tests::recipe::DemoRecipe;
 use ci_warm_tests::stack::TestStack;
@@ -150,8 +154,9 @@ impl World {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good() {
+both_deployers!(promote_moves_the_canonical_and_quick_never_touches_the_known_good => promote_moves_the_canonical_and_quick_never_touches_the_known_good_stack, promote_moves_the_canonical_and_quick_never_touches_the_known_good_abra);
+
+async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good(kind: Kind) {
     let Some(_docker) = require_docker().await else {
         return;
     };
@@ -171,20 +176,22 @@ async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good() {
     let v110_commit = git(&recipe.dir, &["rev-parse", &format!("{V110}^{{commit}}")]);
     let state_dir = st.path().join("state");
     let config = st.path().join("config.json");
+    let mut canonical = serde_json::json!({
+        "version": V100,
+        "repo": recipe.url(),
+        "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
+        "health_timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS,
+    });
+    canonical
+        .as_object_mut()
+        .unwrap()
+        .extend(kind.app_keys(&st));
     let json = serde_json::json!({
         "state_dir": state_dir,
-        "deployer": {"kind": "stack"},
+        "deployer": kind.deployer(&st),
         "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
         "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
-        "canonicals": {"demo": {
-            "version": V100,
-            "repo": recipe.url(),
-            "domain": format!("{}.example.org", st.name.replace('_', "-")),
-            "stack": st.name,
-            "env_file": st.env_file(),
-            "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
-            "health_timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS,
-        }},
+        "canonicals": {"demo": canonical},
     });
     std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     let w = World {
@@ -264,11 +271,7 @@ async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good() {
     assert_eq!(report["result"], "pass");
     assert_eq!(
         String::from_utf8(read(&seen)).unwrap(),
-        format!(
-            "{}.example.org|{}|q1|quick",
-            w.st.name.replace('_', "-"),
-            w.st.name
-        )
+        format!("{}|{}|q1|quick", kind.domain(&w.st), w.st.name)
     );
     assert_eq!(
         w.manifest(),

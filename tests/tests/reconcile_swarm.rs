@@ -1,6 +1,6 @@
 //! `ci-warm reconcile` end to end on the real swarm with the demo recipe, under both deployers
 //! (`stack`, and `abra` through the simulator): upgrades, rollbacks of version and data, holds,
-//! approvals, a killed run, a busy lock.
+//! approvals, a killed run, a busy lock, backup-bot exclusions, a refused deploy command.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -30,6 +30,19 @@ impl World {
         initial: &str,
         stateful: bool,
     ) -> Option<World> {
+        World::with_env(kind, test, upto, initial, stateful, &[]).await
+    }
+
+    /// [`World::new`] with more keys in the app's env file (written into the stack deployer's
+    /// env file; for abra configured as the app's `env`, which its bootstrap writes).
+    async fn with_env(
+        kind: Kind,
+        test: &str,
+        upto: &str,
+        initial: &str,
+        stateful: bool,
+        env: &[(&str, &str)],
+    ) -> Option<World> {
         require_docker().await?;
         images::ensure_images().expect("demo images");
         let st = TestStack::new(test);
@@ -44,7 +57,9 @@ impl World {
             "initial_version": initial,
             "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
         });
-        app.as_object_mut().unwrap().extend(kind.app_keys(&st));
+        app.as_object_mut()
+            .unwrap()
+            .extend(kind.app_keys_with_env(&st, env));
         let json = serde_json::json!({
             "state_dir": state_dir,
             "deployer": kind.deployer(&st),
@@ -432,11 +447,22 @@ volumes:
   cache:
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backupbot_excluded_volume_is_neither_snapshotted_nor_restored() {
-    // Exclusions are read from the compose files whichever deployer deploys them; the stack
-    // deployer here (the abra path reads the same files through its own env file).
-    let Some(w) = World::new(Kind::Stack, "rc_bbot", V100, V110, true).await else {
+both_deployers!(a_backupbot_excluded_volume_is_neither_snapshotted_nor_restored => a_backupbot_excluded_volume_is_neither_snapshotted_nor_restored_stack, a_backupbot_excluded_volume_is_neither_snapshotted_nor_restored_abra);
+
+async fn a_backupbot_excluded_volume_is_neither_snapshotted_nor_restored(kind: Kind) {
+    // Exclusions are read from the compose files that the app's env file names, whichever
+    // deployer deploys them (abra's env file is the one its bootstrap creates).
+    let compose_file = "compose.yml:compose.cache.yml";
+    let Some(w) = World::with_env(
+        kind,
+        "rc_bbot",
+        V100,
+        V110,
+        true,
+        &[("COMPOSE_FILE", compose_file)],
+    )
+    .await
+    else {
         return;
     };
     let with_cache = |tag: &str| {
@@ -449,17 +475,12 @@ async fn a_backupbot_excluded_volume_is_neither_snapshotted_nor_restored() {
                     ("compose.cache.yml", CACHE_OVERLAY),
                     (&format!("release/{tag}"), &r.notes),
                 ],
-                false,
+                // Annotated, as a recipe's releases are (abra's lint R014 refuses others).
+                true,
             )
             .unwrap();
     };
     with_cache(V110);
-    let env = w.st.env_file();
-    let text = std::fs::read_to_string(&env).unwrap().replace(
-        "COMPOSE_FILE=compose.yml",
-        "COMPOSE_FILE=compose.yml:compose.cache.yml",
-    );
-    std::fs::write(&env, text).unwrap();
     assert_eq!(w.reconcile(), 0);
     assert_eq!(w.last_good(), V110);
     let cache = w.st.volume_path("cache").expect("cache volume");
@@ -491,12 +512,13 @@ async fn a_backupbot_excluded_volume_is_neither_snapshotted_nor_restored() {
     assert!(!cache.join("before").exists(), "the cache is not restored");
 }
 
+both_deployers!(a_release_whose_deploy_command_fails_is_rolled_back_with_its_data => a_release_whose_deploy_command_fails_is_rolled_back_with_its_data_stack, a_release_whose_deploy_command_fails_is_rolled_back_with_its_data_abra);
+
 /// A release whose deploy *command* fails (docker refuses its compose file: nothing gets
 /// deployed at all, which is not an unhealthy deploy) is rolled back like a failed gate:
 /// the previous version and its data come back, the version is recorded as failed, one alert.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_whose_deploy_command_fails_is_rolled_back_with_its_data() {
-    let Some(w) = World::new(Kind::Stack, "rc_deployfail", V100, V100, true).await else {
+async fn a_release_whose_deploy_command_fails_is_rolled_back_with_its_data(kind: Kind) {
+    let Some(w) = World::new(kind, "rc_deployfail", V100, V100, true).await else {
         return;
     };
     assert_eq!(w.reconcile(), 0);
@@ -521,10 +543,14 @@ async fn a_release_whose_deploy_command_fails_is_rolled_back_with_its_data() {
     assert_eq!(w.kinds(), ["rolled-back"]);
     let alert = &w.alerts()[0];
     assert_eq!(alert["recovered"], true, "{alert}");
-    // It failed at the deploy command, not at the gate.
+    // It failed at the deploy command (named in the message), not at the gate.
+    let command = match kind {
+        Kind::Stack => "docker stack deploy".to_owned(),
+        Kind::Abra => format!("app deploy {}", kind.domain(&w.st)),
+    };
     let message = alert["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("docker stack deploy") && !message.contains("probe"),
+        message.contains(&command) && !message.contains("probe"),
         "{alert}"
     );
     assert_eq!(w.last_good(), V100);

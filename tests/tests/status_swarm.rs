@@ -1,13 +1,15 @@
-//! The operator surface on the real swarm: after an upgrade, a hold and a rollback of the demo
-//! app, `ci-warm status --json` matches `state.json`, the metrics file parses and counts them,
-//! a failing `on_alert` hook is logged without failing the run, and `alerts poll` hands each
-//! alert over once.
+//! The operator surface on the real swarm, under both deployers (`stack`, and `abra` through
+//! the simulator): after an upgrade, a hold and a rollback of the demo app, `ci-warm status
+//! --json` matches `state.json`, the metrics file parses and counts them, a failing `on_alert`
+//! hook is logged without failing the run, and `alerts poll` hands each alert over once.
 
 use std::path::PathBuf;
 use std::process::Output;
 
 use serde_json::Value;
 
+use ci_warm_tests::both_deployers;
+use ci_warm_tests::deployers::Kind;
 use ci_warm_tests::docker::require_docker;
 use ci_warm_tests::images;
 use ci_warm_tests::recipe::{DemoRecipe, release};
@@ -63,8 +65,9 @@ fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_metrics_and_alerts_after_upgrade_hold_and_rollback() {
+both_deployers!(status_metrics_and_alerts_after_upgrade_hold_and_rollback => status_metrics_and_alerts_after_upgrade_hold_and_rollback_stack, status_metrics_and_alerts_after_upgrade_hold_and_rollback_abra);
+
+async fn status_metrics_and_alerts_after_upgrade_hold_and_rollback(kind: Kind) {
     if require_docker().await.is_none() {
         return;
     }
@@ -75,25 +78,24 @@ async fn status_metrics_and_alerts_after_upgrade_hold_and_rollback() {
     let state_dir = st.path().join("state");
     let config = st.path().join("config.json");
     let hook_log = st.path().join("hook.log");
+    let mut app = serde_json::json!({
+        "recipe": "demo",
+        "repo": recipe.url(),
+        "stateful": true,
+        "initial_version": V100,
+        "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
+    });
+    app.as_object_mut().unwrap().extend(kind.app_keys(&st));
     let json = serde_json::json!({
         "state_dir": state_dir,
-        "deployer": {"kind": "stack"},
+        "deployer": kind.deployer(&st),
         "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
         "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
         // A chat post that fails: logged, never fatal.
         "alerts": {"on_alert": ["/bin/sh", "-c",
             format!("echo \"$1\" >> {}; echo chat is down >&2; exit 7", hook_log.display()),
             "hook"]},
-        "apps": {"demo": {
-            "recipe": "demo",
-            "repo": recipe.url(),
-            "domain": format!("{}.example.org", st.name.replace('_', "-")),
-            "stack": st.name,
-            "env_file": st.env_file(),
-            "stateful": true,
-            "initial_version": V100,
-            "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
-        }},
+        "apps": {"demo": app},
     });
     std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     let w = World {

@@ -2,7 +2,9 @@
 //! for traefik) in front of demo apps on the real swarm: each probe reaches *its* app by name,
 //! a certificate for another name fails naming both names, trust comes from `ca_file` (or is
 //! skipped, visibly, with `insecure`), and an upgrade and a rollback are gated end to end
-//! through the proxy.
+//! through the proxy by the app's domain, under both deployers (`stack`, and `abra` through the
+//! simulator). The probe tests deploy their apps with the harness (`TestStack`), not through
+//! ci-warm, and the config test deploys nothing: those run once.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +12,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use ci_warm::upgrade::probe::{HttpProbe, Prepared, ProbeOutcome};
+use ci_warm_tests::both_deployers;
+use ci_warm_tests::deployers::Kind;
 use ci_warm_tests::docker::require_docker;
 use ci_warm_tests::recipe::{DemoRecipe, release};
 use ci_warm_tests::stack::TestStack;
@@ -110,24 +114,23 @@ async fn each_probe_reaches_its_own_app_by_name_and_trust_is_explicit() {
     );
 }
 
-/// A host config whose app is probed through the proxy by its domain.
-fn write_config(st: &TestStack, recipe: &DemoRecipe, domain: &str, probe: Value) -> PathBuf {
+/// A host config whose app (deployed by `kind`, at its domain `kind.domain(st)`) has `probe`.
+fn write_config(kind: Kind, st: &TestStack, recipe: &DemoRecipe, probe: Value) -> PathBuf {
     let config = st.path().join("config.json");
+    let mut app = serde_json::json!({
+        "recipe": "demo",
+        "repo": recipe.url(),
+        "stateful": true,
+        "initial_version": V100,
+        "probes": [probe],
+    });
+    app.as_object_mut().unwrap().extend(kind.app_keys(st));
     let json = serde_json::json!({
         "state_dir": st.path().join("state"),
-        "deployer": {"kind": "stack"},
+        "deployer": kind.deployer(st),
         "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
         "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
-        "apps": {"demo": {
-            "recipe": "demo",
-            "repo": recipe.url(),
-            "domain": domain,
-            "stack": st.name,
-            "env_file": st.env_file(),
-            "stateful": true,
-            "initial_version": V100,
-            "probes": [probe],
-        }},
+        "apps": {"demo": app},
     });
     std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     config
@@ -141,15 +144,18 @@ fn state(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("state/demo/state.json")).unwrap()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_and_rollback_are_gated_through_the_proxy() {
+both_deployers!(upgrade_and_rollback_are_gated_through_the_proxy => upgrade_and_rollback_are_gated_through_the_proxy_stack, upgrade_and_rollback_are_gated_through_the_proxy_abra);
+
+async fn upgrade_and_rollback_are_gated_through_the_proxy(kind: Kind) {
     if require_docker().await.is_none() {
         return;
     }
     images::ensure_images().expect("demo images");
     let st = TestStack::new("tls_gate");
     let recipe = DemoRecipe::with_catalogue(&st.path().join("recipe"), Some(V100)).expect("recipe");
-    let domain = "demo.ci.test";
+    // The proxy routes the app's own domain, as traefik does.
+    let domain = kind.domain(&st);
+    let domain = domain.as_str();
     let proxy = TlsProxy::start(&[(domain, st.port)]).expect("nginx");
     let probe = serde_json::json!({
         "url": format!("https://{domain}/health"),
@@ -157,7 +163,7 @@ async fn upgrade_and_rollback_are_gated_through_the_proxy() {
         "ca_file": proxy.ca_file,
         "body_contains": "ok",
     });
-    let config = write_config(&st, &recipe, domain, probe);
+    let config = write_config(kind, &st, &recipe, probe);
     assert_eq!(code(&run_ci_warm(&config, &["config", "check"])), 0);
 
     assert_eq!(
@@ -209,9 +215,9 @@ async fn config_check_names_a_missing_ca_file_and_status_shows_insecure_probes()
     let recipe = DemoRecipe::with_catalogue(&st.path().join("recipe"), Some(V100)).expect("recipe");
     let missing = st.path().join("no-such-ca.pem");
     let config = write_config(
+        Kind::Stack,
         &st,
         &recipe,
-        "demo.ci.test",
         serde_json::json!({"url": "https://demo.ci.test/", "connect_to": "127.0.0.1", "ca_file": missing}),
     );
     let out = run_ci_warm(&config, &["config", "check"]);
@@ -224,9 +230,9 @@ async fn config_check_names_a_missing_ca_file_and_status_shows_insecure_probes()
     );
 
     let config = write_config(
+        Kind::Stack,
         &st,
         &recipe,
-        "demo.ci.test",
         serde_json::json!({"url": "https://demo.ci.test/", "connect_to": "127.0.0.1", "insecure": true}),
     );
     let out = run_ci_warm(&config, &["--json", "status", "--no-health"]);
