@@ -443,12 +443,13 @@ async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good(kind
     assert_eq!(w.state()["last_good"], V110);
 }
 
+both_deployers!(a_registry_version_the_canonical_gate_holds_is_reported_and_not_the_base => a_registry_version_the_canonical_gate_holds_is_reported_and_not_the_base_stack, a_registry_version_the_canonical_gate_holds_is_reported_and_not_the_base_abra);
+
 /// A green cold run promotes a major bump (2.0.0) that the canonical's own gate holds: the
 /// canonical stays on its known-good 1.1.0, says so in `canonical list` and `status`, alerts
 /// once (not on every timer tick), and `base resolve` answers 1.1.0 with that reason; the
 /// approval lets the next reconcile take 2.0.0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_version_the_canonical_gate_holds_is_reported_and_not_the_base() {
+async fn a_registry_version_the_canonical_gate_holds_is_reported_and_not_the_base(kind: Kind) {
     const V200: &str = "2.0.0+2.0.0";
     let Some(_docker) = require_docker().await else {
         return;
@@ -459,19 +460,21 @@ async fn a_registry_version_the_canonical_gate_holds_is_reported_and_not_the_bas
     let v200_commit = git(&recipe.dir, &["rev-parse", &format!("{V200}^{{commit}}")]);
     let state_dir = st.path().join("state");
     let config = st.path().join("config.json");
+    let mut canonical = serde_json::json!({
+        "version": V110,
+        "repo": recipe.url(),
+        "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
+    });
+    canonical
+        .as_object_mut()
+        .unwrap()
+        .extend(kind.app_keys(&st));
     let json = serde_json::json!({
         "state_dir": state_dir,
-        "deployer": {"kind": "stack"},
-        "health": {"timeout_secs": 20, "interval_ms": 500},
+        "deployer": kind.deployer(&st),
+        "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
         "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
-        "canonicals": {"demo": {
-            "version": V110,
-            "repo": recipe.url(),
-            "domain": format!("{}.example.org", st.name.replace('_', "-")),
-            "stack": st.name,
-            "env_file": st.env_file(),
-            "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
-        }},
+        "canonicals": {"demo": canonical},
     });
     std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     let w = World {
