@@ -94,6 +94,7 @@ fn target(dir: &Path, revision: Revision) -> DeployTarget {
         checkout: dir.to_owned(),
         env_file: dir.join("demo.ci.example.org.env"),
         revision,
+        pin: None,
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::spec::AppPlan;
 use crate::config::{Config, Deployer as DeployerConfig};
 use crate::platform::backupbot;
 use crate::platform::deploy::abra::{AbraDeployer, Bootstrap};
+use crate::platform::deploy::placement::{self, Pin};
 use crate::platform::deploy::stack::StackDeployer;
 use crate::platform::deploy::{DeployTarget, Deployer, Revision};
 use crate::platform::docker::{self, Engine, SwarmView};
@@ -109,6 +110,40 @@ impl LivePlatform {
         })
     }
 
+    /// A stateful app's home: ci-warm's own swarm node, whose volumes it snapshots (issue #18).
+    /// `None` for a stateless app, which swarm places as it likes.
+    fn home(&self) -> anyhow::Result<Option<docker::NodeObs>> {
+        if !self.plan.spec.stateful {
+            return Ok(None);
+        }
+        let local = self
+            .rt
+            .block_on(self.engine.local_node())
+            .with_context(|| {
+                format!(
+                    "finding the node that holds app {}'s data",
+                    self.plan.spec.name
+                )
+            })?;
+        if !local.manager {
+            bail!(
+                "ci-warm's Docker engine (node {}) is a swarm worker: it keeps app {}'s data on this node but can only deploy and observe through a manager; promote the node (`docker node promote {}`) — see docs/operations.md, \"More than one node\"",
+                local.node,
+                self.plan.spec.name,
+                local.node.hostname
+            );
+        }
+        Ok(Some(local.node))
+    }
+
+    fn pin(&self) -> anyhow::Result<Option<Pin>> {
+        Ok(self.home()?.map(|node| Pin {
+            node_id: node.id,
+            hostname: node.hostname,
+            file: self.app_dir.join(placement::OVERRIDE_NAME),
+        }))
+    }
+
     fn target(&self, revision: Revision) -> anyhow::Result<DeployTarget> {
         let env_file = self
             .abra
@@ -128,6 +163,7 @@ impl LivePlatform {
             checkout: self.checkout_dir(),
             env_file,
             revision,
+            pin: self.pin()?,
         })
     }
 
@@ -164,6 +200,7 @@ impl LivePlatform {
         let expected = Expected {
             stack: self.plan.stack.clone(),
             revision,
+            home: self.home()?,
         };
         let timing = GateTiming {
             timeout: self.plan.health_timeout,
@@ -312,6 +349,7 @@ impl Platform for LivePlatform {
                 .map(|t| t.env_file)
                 .unwrap_or_default(),
             revision: Revision::Version(String::new()),
+            pin: None,
         };
         self.rt
             .block_on(self.deployer.undeploy(&target))

@@ -10,6 +10,9 @@
 //!   with `on-failure`), while a failed task never does;
 //! - no service is in a swarm rollback or paused update state;
 //! - the `<stack>_app` service carries the target's version label;
+//! - for a stateful app, every task of a service that mounts a volume runs on the node holding
+//!   the data, ci-warm's own node (`home`): a task elsewhere runs on an empty volume there, and
+//!   every later snapshot or restore would act on the other copy (issue #18);
 //! - every configured HTTP probe answers as expected (`probe.rs`: how a probe reaches the app).
 //!
 //! [`decide`] is a pure function over one observation and the probe results, so every rule is
@@ -24,8 +27,8 @@ use tokio::time::Instant;
 use super::probe::{HttpProbe, Prepared, ProbeResult};
 use crate::platform::deploy::Revision;
 use crate::platform::docker::{
-    ContainerHealth, RestartCondition, ServiceMode, ServiceObs, SwarmView, TaskObs, TaskState,
-    UpdateState,
+    ContainerHealth, NodeObs, RestartCondition, ServiceMode, ServiceObs, SwarmView, TaskObs,
+    TaskState, UpdateState,
 };
 
 /// The gate's verdict. The reason names every failing check.
@@ -46,6 +49,8 @@ impl Verdict {
 pub struct Expected {
     pub stack: String,
     pub revision: Revision,
+    /// Stateful apps: the node whose volumes ci-warm snapshots (its own). `None`: anywhere.
+    pub home: Option<NodeObs>,
 }
 
 impl Expected {
@@ -69,7 +74,17 @@ fn is_failed_update(s: UpdateState) -> bool {
 
 /// The gate's decision over one observation of the stack's services and the probe results.
 pub fn decide(expected: &Expected, services: &[ServiceObs], probes: &[ProbeResult]) -> Verdict {
-    let mut failures: Vec<String> = Vec::new();
+    decide_on_nodes(expected, services, &[], probes)
+}
+
+/// [`decide`], with the swarm's nodes for naming where a misplaced task landed.
+pub fn decide_on_nodes(
+    expected: &Expected,
+    services: &[ServiceObs],
+    nodes: &[NodeObs],
+    probes: &[ProbeResult],
+) -> Verdict {
+    let mut failures: Vec<String> = misplaced(expected, services, nodes);
     if services.is_empty() {
         failures.push(format!("stack {} has no services", expected.stack));
     }
@@ -105,6 +120,42 @@ pub fn decide(expected: &Expected, services: &[ServiceObs], probes: &[ProbeResul
             reason: failures.join("; "),
         }
     }
+}
+
+/// Tasks of a stateful app's volume-mounting services that run (or are assigned to run) on a
+/// node other than the one holding the data, each named with both nodes. Waiting does not fix
+/// one: the task already started on an empty volume there.
+pub fn misplaced(expected: &Expected, services: &[ServiceObs], nodes: &[NodeObs]) -> Vec<String> {
+    let Some(home) = &expected.home else {
+        return Vec::new();
+    };
+    let name_of = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map_or_else(|| format!("node {id}"), |n| format!("node {n}"))
+    };
+    let mut out = Vec::new();
+    for s in services.iter().filter(|s| !s.volume_mounts.is_empty()) {
+        let mut away: Vec<&str> = s
+            .tasks
+            .iter()
+            .filter(|t| t.desired_state == TaskState::Running && !t.state.is_terminal())
+            .filter_map(|t| t.node_id.as_deref())
+            .filter(|n| *n != home.id)
+            .collect();
+        away.sort_unstable();
+        away.dedup();
+        for node in away {
+            out.push(format!(
+                "service {} runs on {} but its data ({}) is on node {home}, ci-warm's node",
+                s.name,
+                name_of(node),
+                s.volume_mounts.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 /// A failure no amount of waiting fixes (swarm rolled back or paused the update); the gate stops
@@ -398,18 +449,27 @@ impl<'a> HealthGate<'a> {
         loop {
             round += 1;
             let cutoff = deadline.saturating_duration_since(Instant::now()) + OBSERVE_GRACE;
-            let observed = match tokio::time::timeout(cutoff, self.view.services(stack)).await {
+            let look = async {
+                let services = self.view.services(stack).await?;
+                // Node names only matter for a stateful app's placement check.
+                let nodes = match &expected.home {
+                    Some(_) => self.view.nodes().await?,
+                    None => Vec::new(),
+                };
+                Ok::<_, crate::platform::docker::DockerError>((services, nodes))
+            };
+            let observed = match tokio::time::timeout(cutoff, look).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("Docker did not answer within {cutoff:?}")),
             };
             match observed {
-                Ok(services) => {
+                Ok((services, nodes)) => {
                     unobservable = None;
                     let mut results = Vec::with_capacity(prepared.len());
                     for p in &prepared {
                         results.push(p.run().await);
                     }
-                    let verdict = decide(expected, &services, &results);
+                    let verdict = decide_on_nodes(expected, &services, &nodes, &results);
                     match &verdict {
                         // Right after a deploy, swarm may not have marked the update as started
                         // yet while the old tasks still answer: one healthy look is not enough.
@@ -424,7 +484,11 @@ impl<'a> HealthGate<'a> {
                         }
                         Verdict::Unhealthy { reason } => {
                             healthy_rounds = 0;
-                            if let Some(settled) = settled_failure(&services) {
+                            let settled = misplaced(expected, &services, &nodes)
+                                .into_iter()
+                                .next()
+                                .or_else(|| settled_failure(&services));
+                            if let Some(settled) = settled {
                                 tracing::warn!(stack, %settled, %reason,
                                     "health gate failed: swarm will not converge on the target");
                                 return Ok(verdict);
