@@ -158,14 +158,32 @@ pub fn misplaced(expected: &Expected, services: &[ServiceObs], nodes: &[NodeObs]
     out
 }
 
-/// A failure no amount of waiting fixes (swarm rolled back or paused the update); the gate stops
-/// polling on it instead of burning its whole timeout.
+/// A failure no amount of waiting fixes (swarm rolled back or paused the update, or cannot place
+/// a task anywhere its constraints allow); the gate stops polling on it instead of burning its
+/// whole timeout.
 pub fn settled_failure(services: &[ServiceObs]) -> Option<String> {
-    services.iter().find_map(|s| {
-        s.update_state
-            .filter(|st| is_failed_update(*st))
-            .map(|st| format!("service {} is in update state {}", s.name, st.as_str()))
-    })
+    services
+        .iter()
+        .find_map(|s| {
+            s.update_state
+                .filter(|st| is_failed_update(*st))
+                .map(|st| format!("service {} is in update state {}", s.name, st.as_str()))
+        })
+        .or_else(|| services.iter().find_map(unplaceable))
+}
+
+/// A task swarm cannot place because no node satisfies the service's placement constraints
+/// (a release forcing a stateful app away from the node ci-warm pins it to, say): only a change
+/// of the constraints or of the nodes' labels fixes that, never waiting.
+fn unplaceable(s: &ServiceObs) -> Option<String> {
+    s.tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running && t.state == TaskState::Pending)
+        .find_map(|t| {
+            let why = t.error.as_deref().or(t.message.as_deref())?;
+            why.contains("scheduling constraints not satisfied")
+                .then(|| format!("service {} cannot be placed: {why}", s.name))
+        })
 }
 
 fn check_version_label(expected: &Expected, services: &[ServiceObs]) -> Option<String> {

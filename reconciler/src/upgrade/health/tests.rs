@@ -809,3 +809,19 @@ async fn the_gate_stops_at_once_on_a_misplaced_task() {
         "settled, not timed out"
     );
 }
+
+#[test]
+fn a_task_no_node_can_take_is_a_settled_failure() {
+    let mut t = task(TaskState::Pending, TaskState::Running, "01");
+    t.error = Some("no suitable node (scheduling constraints not satisfied on 2 nodes)".into());
+    let s = app("1.0.0", vec![t.clone()]);
+    assert_eq!(
+        settled_failure(std::slice::from_ref(&s)).as_deref(),
+        Some(
+            "service demo_app cannot be placed: no suitable node (scheduling constraints not satisfied on 2 nodes)"
+        )
+    );
+    // Other reasons to wait (a busy host port, resources) may clear up: not settled.
+    t.error = Some("no suitable node (host-mode port already in use on 1 node)".into());
+    assert_eq!(settled_failure(&[app("1.0.0", vec![t])]), None);
+}
