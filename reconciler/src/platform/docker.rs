@@ -821,6 +821,12 @@ fn removal(result: Result<(), bollard::errors::Error>, busy: &[u16]) -> Removal 
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Removal::Done,
+        // Engine 20.10 answers 500 "network <id> not found" when a concurrent removal (the
+        // stack rm still finishing) got there between its lookup and ours: gone all the same.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message,
+        }) if message.ends_with(" not found") => Removal::Done,
         Err(e @ bollard::errors::Error::DockerResponseServerError { status_code, .. })
             if busy.contains(&status_code) =>
         {
@@ -950,6 +956,32 @@ mod tests {
             .map(|v| v.name)
             .collect();
         assert_eq!(kept, ["s_data"]);
+    }
+
+    #[test]
+    fn a_removal_that_lost_the_race_counts_as_done() {
+        let server = |status_code, message: &str| {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.to_owned(),
+            })
+        };
+        assert!(matches!(
+            removal(server(500, "network ydid not found"), &[403]),
+            Removal::Done
+        ));
+        assert!(matches!(
+            removal(server(404, "no such network"), &[403]),
+            Removal::Done
+        ));
+        assert!(matches!(
+            removal(server(403, "has active endpoints"), &[403]),
+            Removal::Busy(_)
+        ));
+        assert!(matches!(
+            removal(server(500, "driver failed"), &[403]),
+            Removal::Failed(_)
+        ));
     }
 
     #[test]
