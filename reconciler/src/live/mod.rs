@@ -40,6 +40,8 @@ pub struct LivePlatform {
     abra: Option<abra_dir::AbraDirs>,
     /// The summary of the snapshot this run took, for the metrics file.
     pub last_snapshot: Option<ci_warm_snapshot::Summary>,
+    /// ci-warm's swarm node, once asked (stateful apps only).
+    home: std::sync::OnceLock<docker::NodeObs>,
 }
 
 impl LivePlatform {
@@ -107,6 +109,7 @@ impl LivePlatform {
             rt,
             abra,
             last_snapshot: None,
+            home: std::sync::OnceLock::new(),
         })
     }
 
@@ -115,6 +118,11 @@ impl LivePlatform {
     fn home(&self) -> anyhow::Result<Option<docker::NodeObs>> {
         if !self.plan.spec.stateful {
             return Ok(None);
+        }
+        // Asked once per run: a deploy and its gate must agree, and a gate must not fail
+        // because `docker info` did not answer once.
+        if let Some(node) = self.home.get() {
+            return Ok(Some(node.clone()));
         }
         let local = self
             .rt
@@ -133,7 +141,7 @@ impl LivePlatform {
                 local.node.hostname
             );
         }
-        Ok(Some(local.node))
+        Ok(Some(self.home.get_or_init(|| local.node).clone()))
     }
 
     fn pin(&self) -> anyhow::Result<Option<Pin>> {
@@ -144,9 +152,8 @@ impl LivePlatform {
         }))
     }
 
-    fn target(&self, revision: Revision) -> anyhow::Result<DeployTarget> {
-        let env_file = self
-            .abra
+    fn env_file(&self) -> anyhow::Result<PathBuf> {
+        self.abra
             .as_ref()
             .map(|a| a.env_file.clone())
             .or_else(|| self.plan.env_file.clone())
@@ -155,7 +162,11 @@ impl LivePlatform {
                     "app {} has no env_file (the stack deployer needs one)",
                     self.plan.spec.name
                 )
-            })?;
+            })
+    }
+
+    fn target(&self, revision: Revision) -> anyhow::Result<DeployTarget> {
+        let env_file = self.env_file()?;
         Ok(DeployTarget {
             app: self.plan.spec.name.clone(),
             domain: self.plan.domain.clone(),
@@ -344,10 +355,7 @@ impl Platform for LivePlatform {
             domain: self.plan.domain.clone(),
             stack: self.plan.stack.clone(),
             checkout: self.checkout_dir(),
-            env_file: self
-                .target(Revision::Version(String::new()))
-                .map(|t| t.env_file)
-                .unwrap_or_default(),
+            env_file: self.env_file().unwrap_or_default(),
             revision: Revision::Version(String::new()),
             pin: None,
         };
