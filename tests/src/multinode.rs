@@ -160,11 +160,15 @@ impl Swarm {
             nodes: Vec::new(),
             namespaces: Vec::new(),
         };
+        sweep_stale();
         if root.exists() {
             std::fs::remove_dir_all(&root)
                 .with_context(|| format!("removing a stale {}", root.display()))?;
         }
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        // Who owns the swarm: a later run sweeps it if this process dies without its Drop.
+        std::fs::write(root.join("owner"), std::process::id().to_string())
+            .context("writing the owner file")?;
         let bridge_ns = format!("{PREFIX}-{id}-br");
         ip(&["netns", "add", &bridge_ns])?;
         swarm.namespaces.push(bridge_ns.clone());
@@ -528,4 +532,64 @@ fn unmount_below(dir: &Path) -> Vec<String> {
                 .map(|e| format!("{e:#}"))
         })
         .collect()
+}
+
+/// Tears down the swarms of test processes that died without running their Drop (killed by a
+/// timeout, say): their daemons by the pids in their pidfiles (only if that process still runs
+/// dockerd on that swarm's socket), then namespaces, cgroups and directories.
+fn sweep_stale() {
+    let Ok(rd) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_prefix(&format!("{PREFIX}-")) else {
+            continue;
+        };
+        let root = e.path();
+        let owner = std::fs::read_to_string(root.join("owner"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if owner.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+            continue;
+        }
+        eprintln!(
+            "sweeping the throw-away swarm {} of a dead test process",
+            root.display()
+        );
+        let Ok(nodes) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for n in nodes.flatten().filter(|n| n.path().is_dir()) {
+            let dir = n.path();
+            let node_name = format!("{PREFIX}-{id}-{}", n.file_name().to_string_lossy());
+            for pid in cgroup_pids(&node_name) {
+                kill(pid, SIGKILL);
+            }
+            let pid = std::fs::read_to_string(dir.join("d.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            if let Some(pid) = pid {
+                let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy()))
+                    .unwrap_or(false);
+                let mnt = std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| m.ino());
+                if ours {
+                    kill(pid, SIGKILL);
+                    if let Ok(ino) = mnt {
+                        for p in mount_ns_pids(ino) {
+                            kill(p, SIGKILL);
+                        }
+                    }
+                }
+            }
+            let _ = ip(&["netns", "delete", &node_name]);
+            remove_cgroups(&node_name);
+            unmount_below(&dir);
+        }
+        let _ = ip(&["netns", "delete", &format!("{PREFIX}-{id}-br")]);
+        if let Err(e) = std::fs::remove_dir_all(&root) {
+            eprintln!("could not remove {}: {e}", root.display());
+        }
+    }
 }
