@@ -50,7 +50,7 @@ cargo test --workspace --locked --doc --quiet || failed=1
 
 # Longest first, so the slowest file never starts last; a file not in this list runs after them
 # (a new test file is never left out for want of a place in the order).
-order=(reconcile_swarm canonical_swarm abra_deployer tls_probes status_swarm health_gate abra_sim
+order=(reconcile_swarm canonical_swarm abra_deployer multinode tls_probes status_swarm health_gate abra_sim
   swarm_demo deployer_stack snapshot_crash)
 : >"$work/queue"
 for f in "${order[@]}"; do grep -q "^$f"$'\t' "$work/swarm" && echo "$f" >>"$work/queue"; done

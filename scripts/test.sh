@@ -24,9 +24,14 @@ bash nix/checks.sh
 echo "== leftovers"
 left=$(docker stack ls --format '{{.Name}}' | grep '^ciwt_' || true)
 vols=$(docker volume ls --format '{{.Name}}' | grep '^ciwt_' || true)
-if [ -n "$left$vols" ]; then
-  echo "tests left stacks/volumes behind:" >&2
-  printf '%s\n' $left $vols >&2
+# The multi-node tests' throw-away swarms (tests/src/multinode.rs): daemons, namespaces, dirs.
+mn_ns=$(ip netns list 2>/dev/null | awk '{print $1}' | grep '^ciwt-mn-' || true)
+mn_dirs=$(find /tmp -maxdepth 1 -name 'ciwt-mn-*' 2>/dev/null || true)
+mn_procs=$(pgrep -f -- '--data-root /tmp/ciwt-mn-' || true)
+if [ -n "$left$vols$mn_ns$mn_dirs$mn_procs" ]; then
+  echo "tests left stacks/volumes/throw-away swarms behind:" >&2
+  printf '%s\n' $left $vols $mn_ns $mn_dirs >&2
+  [ -z "$mn_procs" ] || echo "daemon pids: $mn_procs" >&2
   exit 1
 fi
 echo "all checks passed in $(( $(date +%s) - start ))s"

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ci_warm::platform::deploy::abra::AbraDeployer;
-use ci_warm::platform::deploy::{DeployError, DeployTarget, Deployer, Revision};
+use ci_warm::platform::deploy::{DeployError, DeployTarget, Deployer, Revision, placement};
 use ci_warm::platform::docker::{
     BoxFuture, ContainerObs, DockerError, NetworkObs, ServiceObs, SwarmJanitor, SwarmView,
     VolumeObs,
@@ -94,6 +94,7 @@ fn target(dir: &Path, revision: Revision) -> DeployTarget {
         checkout: dir.to_owned(),
         env_file: dir.join("demo.ci.example.org.env"),
         revision,
+        pin: None,
     }
 }
 
@@ -206,4 +207,87 @@ async fn a_missing_abra_says_which_executable() {
         msg.contains("no-such-abra") && msg.contains("app demo"),
         "{msg}"
     );
+}
+
+/// A stateful app's pin reaches abra the only way abra takes compose files: an entry in the env
+/// file's `COMPOSE_FILE` naming an override outside the recipe tree (a non-chaos deploy refuses
+/// untracked files in it). The recipe's own files are kept, a redeploy does not stack entries,
+/// and an unpinned deploy drops the entry.
+#[tokio::test]
+async fn a_pinned_deploy_names_the_override_in_compose_file_outside_the_recipe_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("argv.log");
+    let abra = fake_abra(dir.path(), &log, "ok", 0);
+    let deployer = AbraDeployer::new(Arc::new(EmptySwarm::default()), abra);
+    let checkout = dir.path().join("abra-dir/recipes/demo");
+    std::fs::create_dir_all(&checkout).unwrap();
+    std::fs::write(
+        checkout.join("compose.yml"),
+        "services:\n  app:\n    image: x\n  db:\n    image: y\n",
+    )
+    .unwrap();
+    std::fs::write(
+        checkout.join("compose.smtp.yml"),
+        "services:\n  app:\n    environment: [A=1]\n",
+    )
+    .unwrap();
+    let env_file = dir.path().join("demo.ci.example.org.env");
+    std::fs::write(
+        &env_file,
+        "TYPE=demo\nCOMPOSE_FILE=compose.yml:compose.smtp.yml\n",
+    )
+    .unwrap();
+    let override_file = dir.path().join("state/demo").join(placement::OVERRIDE_NAME);
+    let mut target = DeployTarget {
+        app: "demo".into(),
+        domain: "demo.ci.example.org".into(),
+        stack: "demo_ci_example_org".into(),
+        checkout: checkout.clone(),
+        env_file: env_file.clone(),
+        revision: Revision::Version("1.1.0+1.0.0".into()),
+        pin: Some(placement::Pin {
+            node_id: "n0de1d".into(),
+            hostname: "ci1".into(),
+            file: override_file.clone(),
+        }),
+    };
+    let compose_file = || {
+        std::fs::read_to_string(&env_file)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("COMPOSE_FILE=").map(str::to_owned))
+            .unwrap()
+    };
+    for _ in 0..2 {
+        deployer.deploy(&target).await.unwrap();
+        let value = compose_file();
+        let files: Vec<&str> = value.split(':').collect();
+        assert_eq!(files.len(), 3, "{value}");
+        assert_eq!(files[..2], ["compose.yml", "compose.smtp.yml"]);
+        assert_eq!(
+            std::fs::canonicalize(checkout.join(files[2])).unwrap(),
+            std::fs::canonicalize(&override_file).unwrap(),
+            "the entry names the override from the recipe tree"
+        );
+    }
+    let o = std::fs::read_to_string(&override_file).unwrap();
+    assert_eq!(
+        o.matches("node.id==n0de1d").count(),
+        2,
+        "app and db pinned: {o}"
+    );
+    let mut in_tree: Vec<String> = std::fs::read_dir(&checkout)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    in_tree.sort();
+    assert_eq!(
+        in_tree,
+        ["compose.smtp.yml", "compose.yml"],
+        "nothing untracked added"
+    );
+
+    target.pin = None;
+    deployer.deploy(&target).await.unwrap();
+    assert_eq!(compose_file(), "compose.yml:compose.smtp.yml");
 }

@@ -6,6 +6,8 @@
 //! - [`recipe`]: the demo recipe, a real git repository with release tags and notes;
 //! - [`stack`]: unique stack names, a small `docker stack deploy` helper, and a guard that
 //!   always removes the stack with its volumes;
+//! - [`multinode`]: a throw-away multi-node swarm (extra dockerds in namespaces), torn down
+//!   on drop;
 //! - [`ports`]: free host ports;
 //! - [`tls_proxy`]: a real TLS-terminating, SNI-routing proxy (nginx) in front of apps;
 //! - [`abra_sim`]: the abra simulator (`abra-sim` binary) over the real engine.
@@ -20,6 +22,7 @@ pub mod abra_sim;
 pub mod deployers;
 pub mod docker;
 pub mod images;
+pub mod multinode;
 pub mod ports;
 pub mod recipe;
 pub mod stack;

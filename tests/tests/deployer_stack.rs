@@ -95,6 +95,7 @@ async fn deploy_healthy_then_undeploy_waits_until_no_container_holds_the_volume(
         checkout: stack.path().to_owned(),
         env_file,
         revision: Revision::Version("1.0.0+1.0.0".into()),
+        pin: None,
     };
     deployer.deploy(&target).await.unwrap();
 
@@ -109,6 +110,7 @@ async fn deploy_healthy_then_undeploy_waits_until_no_container_holds_the_volume(
     let expected = Expected {
         stack: stack.name.clone(),
         revision: target.revision.clone(),
+        home: None,
     };
     let probes = [HttpProbe {
         body_contains: Some("ok".into()),
@@ -196,6 +198,7 @@ async fn deploy_reports_a_missing_compose_file() {
             checkout: stack.path().to_owned(),
             env_file,
             revision: Revision::Version("1.0.0+1.0.0".into()),
+            pin: None,
         })
         .await
         .unwrap_err();

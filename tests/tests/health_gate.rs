@@ -105,6 +105,7 @@ impl Fixture {
                 checkout: self.stack.path().to_owned(),
                 env_file,
                 revision: Revision::Version(version.into()),
+                pin: None,
             })
             .await
             .unwrap();
@@ -123,6 +124,7 @@ impl Fixture {
             &Expected {
                 stack: self.stack.name.clone(),
                 revision: Revision::Version(version.into()),
+                home: None,
             },
             &[self.probe()],
         )

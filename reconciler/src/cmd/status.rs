@@ -106,6 +106,11 @@ fn row(a: &AppStatus) -> Vec<String> {
         a.deployed.clone().unwrap_or_else(dash),
         a.last_good.clone().unwrap_or_else(dash),
         health_cell(&a.health),
+        if a.nodes.is_empty() {
+            dash()
+        } else {
+            a.nodes.join(",")
+        },
         last_run,
         snapshot,
         a.held.len().to_string(),
@@ -119,6 +124,7 @@ fn print_table(apps: &[AppStatus]) {
         "DEPLOYED",
         "LAST GOOD",
         "HEALTH",
+        "NODE",
         "LAST RUN",
         "SNAPSHOT",
         "HELD",

@@ -16,6 +16,7 @@ use crate::config::spec::AppPlan;
 use crate::config::{Config, Deployer as DeployerConfig};
 use crate::platform::backupbot;
 use crate::platform::deploy::abra::{AbraDeployer, Bootstrap};
+use crate::platform::deploy::placement::{self, Pin};
 use crate::platform::deploy::stack::StackDeployer;
 use crate::platform::deploy::{DeployTarget, Deployer, GoneWait, Revision};
 use crate::platform::docker::{self, Engine, SwarmView};
@@ -39,6 +40,8 @@ pub struct LivePlatform {
     abra: Option<abra_dir::AbraDirs>,
     /// The summary of the snapshot this run took, for the metrics file.
     pub last_snapshot: Option<ci_warm_snapshot::Summary>,
+    /// ci-warm's swarm node, once asked (stateful apps only).
+    home: std::sync::OnceLock<docker::NodeObs>,
 }
 
 impl LivePlatform {
@@ -115,12 +118,51 @@ impl LivePlatform {
             rt,
             abra,
             last_snapshot: None,
+            home: std::sync::OnceLock::new(),
         })
     }
 
-    fn target(&self, revision: Revision) -> anyhow::Result<DeployTarget> {
-        let env_file = self
-            .abra
+    /// A stateful app's home: ci-warm's own swarm node, whose volumes it snapshots (issue #18).
+    /// `None` for a stateless app, which swarm places as it likes.
+    fn home(&self) -> anyhow::Result<Option<docker::NodeObs>> {
+        if !self.plan.spec.stateful {
+            return Ok(None);
+        }
+        // Asked once per run: a deploy and its gate must agree, and a gate must not fail
+        // because `docker info` did not answer once.
+        if let Some(node) = self.home.get() {
+            return Ok(Some(node.clone()));
+        }
+        let local = self
+            .rt
+            .block_on(self.engine.local_node())
+            .with_context(|| {
+                format!(
+                    "finding the node that holds app {}'s data",
+                    self.plan.spec.name
+                )
+            })?;
+        if !local.manager {
+            bail!(
+                "ci-warm's Docker engine (node {}) is a swarm worker: it keeps app {}'s data on this node but can only deploy and observe through a manager; promote the node (`docker node promote {}`) — see docs/operations.md, \"More than one node\"",
+                local.node,
+                self.plan.spec.name,
+                local.node.hostname
+            );
+        }
+        Ok(Some(self.home.get_or_init(|| local.node).clone()))
+    }
+
+    fn pin(&self) -> anyhow::Result<Option<Pin>> {
+        Ok(self.home()?.map(|node| Pin {
+            node_id: node.id,
+            hostname: node.hostname,
+            file: self.app_dir.join(placement::OVERRIDE_NAME),
+        }))
+    }
+
+    fn env_file(&self) -> anyhow::Result<PathBuf> {
+        self.abra
             .as_ref()
             .map(|a| a.env_file.clone())
             .or_else(|| self.plan.env_file.clone())
@@ -129,7 +171,11 @@ impl LivePlatform {
                     "app {} has no env_file (the stack deployer needs one)",
                     self.plan.spec.name
                 )
-            })?;
+            })
+    }
+
+    fn target(&self, revision: Revision) -> anyhow::Result<DeployTarget> {
+        let env_file = self.env_file()?;
         Ok(DeployTarget {
             app: self.plan.spec.name.clone(),
             domain: self.plan.domain.clone(),
@@ -137,6 +183,7 @@ impl LivePlatform {
             checkout: self.checkout_dir(),
             env_file,
             revision,
+            pin: self.pin()?,
         })
     }
 
@@ -173,6 +220,7 @@ impl LivePlatform {
         let expected = Expected {
             stack: self.plan.stack.clone(),
             revision,
+            home: self.home()?,
         };
         let timing = GateTiming {
             timeout: self.plan.health_timeout,
@@ -316,11 +364,9 @@ impl Platform for LivePlatform {
             domain: self.plan.domain.clone(),
             stack: self.plan.stack.clone(),
             checkout: self.checkout_dir(),
-            env_file: self
-                .target(Revision::Version(String::new()))
-                .map(|t| t.env_file)
-                .unwrap_or_default(),
+            env_file: self.env_file().unwrap_or_default(),
             revision: Revision::Version(String::new()),
+            pin: None,
         };
         self.rt
             .block_on(self.deployer.undeploy(&target))

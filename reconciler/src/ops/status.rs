@@ -16,6 +16,7 @@ use crate::config::spec::{self, AppPlan};
 use crate::live::snap;
 use crate::ops::relay;
 use crate::platform::deploy::Revision;
+use crate::platform::docker::{NodeObs, TaskState};
 use crate::upgrade::alert::Kind;
 use crate::upgrade::health::{self, Expected, Verdict};
 use crate::upgrade::probe::{HttpProbe, Prepared};
@@ -46,6 +47,9 @@ pub struct AppStatus {
     pub deployed: Option<String>,
     pub last_good: Option<String>,
     pub health: HealthNow,
+    /// Hostnames of the swarm nodes the app's tasks run on now (observed with the health;
+    /// empty when not observed or not running). A stateful app's must be ci-warm's node.
+    pub nodes: Vec<String>,
     /// Versions held by the safety gate and not (yet) approved.
     pub held: Vec<Held>,
     /// A canonical whose own gate holds its registry version: what it holds instead, and why
@@ -216,6 +220,7 @@ fn app_status(
         deployed: None,
         last_good: None,
         health: HealthNow::NotChecked,
+        nodes: Vec::new(),
         held: Vec::new(),
         canonical_hold: None,
         failed: Vec::new(),
@@ -415,23 +420,35 @@ fn observe_health(plans: &[AppPlan], apps: &mut [AppStatus]) {
                 return;
             }
         };
+        use crate::platform::docker::SwarmView;
+        // Where the data lives (this engine's node) and what the nodes are called: without
+        // them the placement check and the node column are left out, not the health.
+        let home = engine.local_node().await.ok().map(|l| l.node);
+        let nodes = engine.nodes().await.unwrap_or_default();
         for a in apps.iter_mut() {
             let Some(plan) = plans.iter().find(|p| p.spec.name == a.app) else {
                 continue;
             };
-            a.health = match &a.deployed {
-                None => HealthNow::Unknown("never deployed by ci-warm".to_owned()),
-                Some(deployed) => health_of(&engine, plan, deployed).await,
+            let home = home.as_ref().filter(|_| plan.spec.stateful);
+            (a.health, a.nodes) = match &a.deployed {
+                None => (
+                    HealthNow::Unknown("never deployed by ci-warm".to_owned()),
+                    Vec::new(),
+                ),
+                Some(deployed) => health_of(&engine, plan, deployed, home, &nodes).await,
             };
         }
     });
 }
 
+/// The app's health now, and the hostnames of the nodes its live tasks run on.
 async fn health_of(
     engine: &crate::platform::docker::Engine,
     plan: &AppPlan,
     deployed: &str,
-) -> HealthNow {
+    home: Option<&NodeObs>,
+    nodes: &[NodeObs],
+) -> (HealthNow, Vec<String>) {
     use crate::platform::docker::SwarmView;
     let revision = if deployed.parse::<Version>().is_ok() {
         Revision::Version(deployed.to_owned())
@@ -441,20 +458,41 @@ async fn health_of(
     let expected = Expected {
         stack: plan.stack.clone(),
         revision,
+        home: home.cloned(),
     };
     let services = match engine.services(&plan.stack).await {
         Ok(s) => s,
-        Err(e) => return HealthNow::Unknown(format!("observing stack {}: {e}", plan.stack)),
+        Err(e) => {
+            return (
+                HealthNow::Unknown(format!("observing stack {}: {e}", plan.stack)),
+                Vec::new(),
+            );
+        }
     };
+    let mut on: Vec<String> = services
+        .iter()
+        .flat_map(|s| &s.tasks)
+        .filter(|t| t.desired_state == TaskState::Running && !t.state.is_terminal())
+        .filter_map(|t| t.node_id.as_deref())
+        .map(|id| {
+            nodes
+                .iter()
+                .find(|n| n.id == id)
+                .map_or_else(|| id.to_owned(), |n| n.hostname.clone())
+        })
+        .collect();
+    on.sort();
+    on.dedup();
     let mut results = Vec::new();
     for p in &plan.probes {
         let probe = Prepared::new(&HttpProbe::from(p), Duration::from_secs(5));
         results.push(probe.run().await);
     }
-    match health::decide(&expected, &services, &results) {
+    let health = match health::decide_on_nodes(&expected, &services, nodes, &results) {
         Verdict::Healthy => HealthNow::Healthy,
         Verdict::Unhealthy { reason } => HealthNow::Unhealthy(reason),
-    }
+    };
+    (health, on)
 }
 
 /// `5s`, `3m`, `2h`, `4d`: a compact age for the table.

@@ -34,10 +34,12 @@ pub fn excluded_volumes(
         }
         _ => BTreeMap::new(),
     };
-    let files: Vec<PathBuf> = compose_files(&env)
-        .iter()
-        .map(|f| checkout.join(f))
-        .collect();
+    // ci-warm's own placement override carries no backup-bot labels (and may not exist yet).
+    let files: Vec<PathBuf> =
+        crate::platform::deploy::placement::recipe_files(&compose_files(&env))
+            .iter()
+            .map(|f| checkout.join(f))
+            .collect();
     let mut texts = Vec::with_capacity(files.len());
     for f in &files {
         let text = std::fs::read_to_string(f).with_context(|| {

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::platform::docker::{BoxFuture, DockerError, SwarmJanitor, SwarmView};
 
 pub mod abra;
+pub mod placement;
 pub mod stack;
 
 /// What to deploy: a published version, or a chaos ref (a commit/branch, as CI runs do).
@@ -87,6 +88,9 @@ pub struct DeployTarget {
     /// The app's env file (abra's `.env`).
     pub env_file: PathBuf,
     pub revision: Revision,
+    /// A stateful app's node: every service is constrained to it (`placement`). `None`:
+    /// swarm places the app (stateless apps), and an earlier pin is dropped.
+    pub pin: Option<placement::Pin>,
 }
 
 #[derive(Debug, Error)]
@@ -140,6 +144,13 @@ pub enum DeployError {
         "app {app} has no abra env file {env_file} and bootstrap is off (`bootstrap: false`): create it with `abra app new`"
     )]
     NoApp { app: String, env_file: PathBuf },
+    #[error("writing the placement override {path} of app {app}: {source}")]
+    Placement {
+        app: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("compose file {path} of app {app} is not valid YAML: {why}")]
     ComposeSyntax {
         app: String,

@@ -12,12 +12,12 @@ use std::pin::Pin;
 
 use bollard::Docker;
 use bollard::models::{
-    HealthStatusEnum, ServiceUpdateStatusStateEnum, TaskSpecRestartPolicyConditionEnum,
+    HealthStatusEnum, MountType, ServiceUpdateStatusStateEnum, TaskSpecRestartPolicyConditionEnum,
     TaskState as BollardTaskState,
 };
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptions, ListNetworksOptions, ListServicesOptions,
-    ListTasksOptions, ListVolumesOptions, RemoveContainerOptions,
+    InspectContainerOptions, ListContainersOptions, ListNetworksOptions, ListNodesOptions,
+    ListServicesOptions, ListTasksOptions, ListVolumesOptions, RemoveContainerOptions,
 };
 use thiserror::Error;
 
@@ -39,6 +39,20 @@ pub enum DockerError {
     List {
         what: &'static str,
         stack: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("asking Docker about itself (docker info): {source}")]
+    Info {
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error(
+        "this Docker engine is not a swarm node (swarm state {state}): ci-warm needs the swarm node holding the warm apps' volumes"
+    )]
+    NotInSwarm { state: String },
+    #[error("listing the swarm's nodes: {source}")]
+    Nodes {
         #[source]
         source: bollard::errors::Error,
     },
@@ -228,6 +242,8 @@ pub struct TaskObs {
     pub created_at: String,
     /// For job-mode services: which run of the job the task belongs to.
     pub job_iteration: Option<u64>,
+    /// The swarm node the task was scheduled on (`NodeID`), once it was.
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,7 +255,31 @@ pub struct ServiceObs {
     pub restart: RestartCondition,
     pub update_state: Option<UpdateState>,
     pub update_message: Option<String>,
+    /// The named volumes the service mounts (`type: volume` mounts with a source), as the
+    /// engine names them (`<stack>_<volume>` for a stack's own).
+    pub volume_mounts: Vec<String>,
     pub tasks: Vec<TaskObs>,
+}
+
+/// A swarm node: its id and hostname (what an operator recognises in a message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeObs {
+    pub id: String,
+    pub hostname: String,
+}
+
+impl std::fmt::Display for NodeObs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.hostname, self.id)
+    }
+}
+
+/// The engine ci-warm talks to, as a swarm member: its node, and whether it is a manager (only
+/// managers answer for services and tasks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNode {
+    pub node: NodeObs,
+    pub manager: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +327,11 @@ pub trait SwarmView: Send + Sync {
         &'a self,
         stack: &'a str,
     ) -> BoxFuture<'a, Result<Vec<NetworkObs>, DockerError>>;
+    /// The swarm's nodes, for naming where a task runs. Views that cannot tell return none,
+    /// and messages fall back to node ids.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeObs>, DockerError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// The one write the undeploy wait needs besides observing (see [`SwarmJanitor::remove_stopped_container`]).
@@ -384,6 +429,48 @@ impl Engine {
         &self.docker
     }
 
+    /// This engine's swarm node (`docker info`: `Swarm.NodeID`, `Name`): where the volumes
+    /// ci-warm reads and snapshots live. An engine outside any swarm is an error.
+    pub async fn local_node(&self) -> Result<LocalNode, DockerError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|source| DockerError::Info { source })?;
+        let swarm = info.swarm.unwrap_or_default();
+        let id =
+            swarm
+                .node_id
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| DockerError::NotInSwarm {
+                    state: swarm
+                        .local_node_state
+                        .map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+                })?;
+        Ok(LocalNode {
+            node: NodeObs {
+                id,
+                hostname: info.name.unwrap_or_default(),
+            },
+            manager: swarm.control_available.unwrap_or(false),
+        })
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeObs>, DockerError> {
+        let nodes = self
+            .docker
+            .list_nodes(None::<ListNodesOptions>)
+            .await
+            .map_err(|source| DockerError::Nodes { source })?;
+        Ok(nodes
+            .into_iter()
+            .map(|n| NodeObs {
+                id: n.id.unwrap_or_default(),
+                hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
+            })
+            .collect())
+    }
+
     /// Every service of every running stack: `(stack name, service labels)`. What `realm reap
     /// --live-from-swarm` reads live run ids from.
     pub async fn stack_service_labels(
@@ -463,6 +550,7 @@ impl Engine {
                     .map(sortable_time)
                     .unwrap_or_default(),
                 job_iteration: t.job_iteration.and_then(|v| v.index),
+                node_id: t.node_id.filter(|n| !n.is_empty()),
             });
         }
         let mut out = Vec::with_capacity(services.len());
@@ -471,6 +559,18 @@ impl Engine {
             let spec = s.spec.unwrap_or_default();
             let name = spec.name.unwrap_or_else(|| id.clone());
             let task_template = spec.task_template.unwrap_or_default();
+            let volume_mounts: Vec<String> = task_template
+                .container_spec
+                .as_ref()
+                .and_then(|c| c.mounts.as_ref())
+                .map(|mounts| {
+                    mounts
+                        .iter()
+                        .filter(|m| m.typ == Some(MountType::VOLUME))
+                        .filter_map(|m| m.source.clone().filter(|s| !s.is_empty()))
+                        .collect()
+                })
+                .unwrap_or_default();
             let restart = match task_template.restart_policy.and_then(|r| r.condition) {
                 Some(TaskSpecRestartPolicyConditionEnum::NONE) => RestartCondition::None,
                 Some(TaskSpecRestartPolicyConditionEnum::ON_FAILURE) => RestartCondition::OnFailure,
@@ -529,6 +629,7 @@ impl Engine {
                 restart,
                 update_state,
                 update_message,
+                volume_mounts,
                 tasks,
             });
         }
@@ -737,6 +838,10 @@ fn removal(result: Result<(), bollard::errors::Error>, busy: &[u16]) -> Removal 
 }
 
 impl SwarmView for Engine {
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeObs>, DockerError>> {
+        Box::pin(self.list_nodes())
+    }
+
     fn services<'a>(
         &'a self,
         stack: &'a str,
@@ -889,6 +994,32 @@ mod tests {
             .map(|v| v.name)
             .collect();
         assert_eq!(kept, ["s_data"]);
+    }
+
+    #[test]
+    fn a_removal_that_lost_the_race_counts_as_done() {
+        let server = |status_code, message: &str| {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.to_owned(),
+            })
+        };
+        assert!(matches!(
+            removal(server(500, "network ydid not found"), &[403]),
+            Removal::Done
+        ));
+        assert!(matches!(
+            removal(server(404, "no such network"), &[403]),
+            Removal::Done
+        ));
+        assert!(matches!(
+            removal(server(403, "has active endpoints"), &[403]),
+            Removal::Busy(_)
+        ));
+        assert!(matches!(
+            removal(server(500, "driver failed"), &[403]),
+            Removal::Failed(_)
+        ));
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!   with `on-failure`), while a failed task never does;
 //! - no service is in a swarm rollback or paused update state;
 //! - the `<stack>_app` service carries the target's version label;
+//! - for a stateful app, every task of a service that mounts a volume runs on the node holding
+//!   the data, ci-warm's own node (`home`): a task elsewhere runs on an empty volume there, and
+//!   every later snapshot or restore would act on the other copy (issue #18);
 //! - every configured HTTP probe answers as expected (`probe.rs`: how a probe reaches the app).
 //!
 //! [`decide`] is a pure function over one observation and the probe results, so every rule is
@@ -24,8 +27,8 @@ use tokio::time::Instant;
 use super::probe::{HttpProbe, Prepared, ProbeResult};
 use crate::platform::deploy::Revision;
 use crate::platform::docker::{
-    ContainerHealth, RestartCondition, ServiceMode, ServiceObs, SwarmView, TaskObs, TaskState,
-    UpdateState,
+    ContainerHealth, NodeObs, RestartCondition, ServiceMode, ServiceObs, SwarmView, TaskObs,
+    TaskState, UpdateState,
 };
 
 /// The gate's verdict. The reason names every failing check.
@@ -46,6 +49,8 @@ impl Verdict {
 pub struct Expected {
     pub stack: String,
     pub revision: Revision,
+    /// Stateful apps: the node whose volumes ci-warm snapshots (its own). `None`: anywhere.
+    pub home: Option<NodeObs>,
 }
 
 impl Expected {
@@ -69,7 +74,17 @@ fn is_failed_update(s: UpdateState) -> bool {
 
 /// The gate's decision over one observation of the stack's services and the probe results.
 pub fn decide(expected: &Expected, services: &[ServiceObs], probes: &[ProbeResult]) -> Verdict {
-    let mut failures: Vec<String> = Vec::new();
+    decide_on_nodes(expected, services, &[], probes)
+}
+
+/// [`decide`], with the swarm's nodes for naming where a misplaced task landed.
+pub fn decide_on_nodes(
+    expected: &Expected,
+    services: &[ServiceObs],
+    nodes: &[NodeObs],
+    probes: &[ProbeResult],
+) -> Verdict {
+    let mut failures: Vec<String> = misplaced(expected, services, nodes);
     if services.is_empty() {
         failures.push(format!("stack {} has no services", expected.stack));
     }
@@ -107,15 +122,55 @@ pub fn decide(expected: &Expected, services: &[ServiceObs], probes: &[ProbeResul
     }
 }
 
-/// A failure no amount of waiting fixes (swarm rolled back or paused the update, or gave up
-/// restarting a replica); the gate stops polling on it instead of burning its whole timeout.
+/// Tasks of a stateful app's volume-mounting services that run (or are assigned to run) on a
+/// node other than the one holding the data, each named with both nodes. Waiting does not fix
+/// one: the task already started on an empty volume there.
+pub fn misplaced(expected: &Expected, services: &[ServiceObs], nodes: &[NodeObs]) -> Vec<String> {
+    let Some(home) = &expected.home else {
+        return Vec::new();
+    };
+    let name_of = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map_or_else(|| format!("node {id}"), |n| format!("node {n}"))
+    };
+    let mut out = Vec::new();
+    for s in services.iter().filter(|s| !s.volume_mounts.is_empty()) {
+        let mut away: Vec<&str> = s
+            .tasks
+            .iter()
+            .filter(|t| t.desired_state == TaskState::Running && !t.state.is_terminal())
+            .filter_map(|t| t.node_id.as_deref())
+            .filter(|n| *n != home.id)
+            .collect();
+        away.sort_unstable();
+        away.dedup();
+        for node in away {
+            out.push(format!(
+                "service {} runs on {} but its data ({}) is on node {home}, ci-warm's node",
+                s.name,
+                name_of(node),
+                s.volume_mounts.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// A failure no amount of waiting fixes (swarm rolled back or paused the update, gave up
+/// restarting a replica, or cannot place a task anywhere its constraints allow); the gate stops
+/// polling on it instead of burning its whole timeout.
 pub fn settled_failure(services: &[ServiceObs]) -> Option<String> {
-    services.iter().find_map(|s| {
-        s.update_state
-            .filter(|st| is_failed_update(*st))
-            .map(|st| format!("service {} is in update state {}", s.name, st.as_str()))
-            .or_else(|| given_up(s))
-    })
+    services
+        .iter()
+        .find_map(|s| {
+            s.update_state
+                .filter(|st| is_failed_update(*st))
+                .map(|st| format!("service {} is in update state {}", s.name, st.as_str()))
+                .or_else(|| given_up(s))
+        })
+        .or_else(|| services.iter().find_map(unplaceable))
 }
 
 /// A replicated service with a slot swarm has given up on: the slot's newest task failed or was
@@ -160,6 +215,20 @@ fn given_up(s: &ServiceObs) -> Option<String> {
             describe_task(newest)
         ))
     })
+}
+
+/// A task swarm cannot place because no node satisfies the service's placement constraints
+/// (a release forcing a stateful app away from the node ci-warm pins it to, say): only a change
+/// of the constraints or of the nodes' labels fixes that, never waiting.
+fn unplaceable(s: &ServiceObs) -> Option<String> {
+    s.tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running && t.state == TaskState::Pending)
+        .find_map(|t| {
+            let why = t.error.as_deref().or(t.message.as_deref())?;
+            why.contains("scheduling constraints not satisfied")
+                .then(|| format!("service {} cannot be placed: {why}", s.name))
+        })
 }
 
 fn check_version_label(expected: &Expected, services: &[ServiceObs]) -> Option<String> {
@@ -451,18 +520,27 @@ impl<'a> HealthGate<'a> {
         loop {
             round += 1;
             let cutoff = deadline.saturating_duration_since(Instant::now()) + OBSERVE_GRACE;
-            let observed = match tokio::time::timeout(cutoff, self.view.services(stack)).await {
+            let look = async {
+                let services = self.view.services(stack).await?;
+                // Node names only matter for a stateful app's placement check.
+                let nodes = match &expected.home {
+                    Some(_) => self.view.nodes().await?,
+                    None => Vec::new(),
+                };
+                Ok::<_, crate::platform::docker::DockerError>((services, nodes))
+            };
+            let observed = match tokio::time::timeout(cutoff, look).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("Docker did not answer within {cutoff:?}")),
             };
             match observed {
-                Ok(services) => {
+                Ok((services, nodes)) => {
                     unobservable = None;
                     let mut results = Vec::with_capacity(prepared.len());
                     for p in &prepared {
                         results.push(p.run().await);
                     }
-                    let verdict = decide(expected, &services, &results);
+                    let verdict = decide_on_nodes(expected, &services, &nodes, &results);
                     match &verdict {
                         // Right after a deploy, swarm may not have marked the update as started
                         // yet while the old tasks still answer: one healthy look is not enough.
@@ -477,7 +555,11 @@ impl<'a> HealthGate<'a> {
                         }
                         Verdict::Unhealthy { reason } => {
                             healthy_rounds = 0;
-                            if let Some(settled) = settled_failure(&services) {
+                            let settled = misplaced(expected, &services, &nodes)
+                                .into_iter()
+                                .next()
+                                .or_else(|| settled_failure(&services));
+                            if let Some(settled) = settled {
                                 tracing::warn!(stack, %settled, %reason,
                                     "health gate failed: swarm will not converge on the target");
                                 return Ok(verdict);

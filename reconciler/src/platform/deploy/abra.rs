@@ -21,6 +21,8 @@
 //!   longer declare are removed here, each one logged.
 //! * Every call runs with `ABRA_DIR` set to the app's own directory (§1.1, pitfall 1), whose
 //!   `recipes/<recipe>` ci-warm prepared at the revision: abra can only deploy what ci-warm chose.
+//! * A stateful app is pinned to ci-warm's node by a compose override outside the recipe tree,
+//!   named in the env file's `COMPOSE_FILE` (`placement`: why this way).
 //! * A failure quotes abra's `FATA` line, from whichever stream it came (§4.8: stdout).
 //!
 //! Undeploy ends with the engine-side wait of both backends (abra returns before the stack is
@@ -34,7 +36,8 @@ use std::time::Duration;
 
 use super::stack::{compose_files, parse_env};
 use super::{
-    DeployError, DeployTarget, Deployer, GoneWait, Revision, run_command, tail, wait_until_gone,
+    DeployError, DeployTarget, Deployer, GoneWait, Revision, placement, run_command, tail,
+    wait_until_gone,
 };
 use crate::platform::docker::{BoxFuture, SwarmJanitor};
 
@@ -230,10 +233,60 @@ impl AbraDeployer {
                 env_file: target.env_file.clone(),
             });
         }
+        self.place(target).await?;
         let deployed = self.deployed(target).await?;
         self.run(self.deploy_args(target, deployed), "deploy", target, false)
             .await?;
         self.remove_orphans(target).await
+    }
+
+    /// Points the env file's `COMPOSE_FILE` at the placement override (written here, outside
+    /// the recipe tree: a non-chaos deploy refuses untracked files in it), or drops the entry
+    /// when the app is not pinned. abra takes compose files from `COMPOSE_FILE` only.
+    async fn place(&self, target: &DeployTarget) -> Result<(), DeployError> {
+        let text = read_env_text(target).await?;
+        let env = parse_env(&text).map_err(|(line, why)| DeployError::EnvSyntax {
+            app: target.app.clone(),
+            path: target.env_file.clone(),
+            line,
+            why,
+        })?;
+        let current = compose_files(&env);
+        let recipe = placement::recipe_files(&current);
+        let entry = match &target.pin {
+            Some(pin) => {
+                let mut services = BTreeSet::new();
+                for f in &recipe {
+                    services.extend(compose_services(&target.app, &target.checkout.join(f)).await?);
+                }
+                placement::write_override(&target.app, &services, pin).await?;
+                Some(placement::compose_file_entry(&target.checkout, &pin.file))
+            }
+            None => None,
+        };
+        if entry.is_none() && recipe == current {
+            return Ok(());
+        }
+        let value = placement::compose_file_value(&recipe, entry.as_deref());
+        if env.get("COMPOSE_FILE") == Some(&value) {
+            return Ok(());
+        }
+        let keys = BTreeMap::from([("COMPOSE_FILE".to_owned(), value.clone())]);
+        tokio::fs::write(&target.env_file, set_env_keys(&text, &keys))
+            .await
+            .map_err(|source| DeployError::EnvFile {
+                app: target.app.clone(),
+                path: target.env_file.clone(),
+                source,
+            })?;
+        match &target.pin {
+            Some(pin) => tracing::info!(app = %target.app, node = %pin.hostname,
+                constraint = %pin.constraint(), compose_file = %value,
+                "pinning the stateful app to ci-warm's node (COMPOSE_FILE in the env file)"),
+            None => tracing::info!(app = %target.app, compose_file = %value,
+                "the app is not pinned: dropped the placement override from COMPOSE_FILE"),
+        }
+        Ok(())
     }
 
     /// `abra app new`, then the configured env keys written into the new env file.
@@ -510,7 +563,7 @@ async fn declared_services(target: &DeployTarget) -> Result<BTreeSet<String>, De
     Ok(out)
 }
 
-async fn compose_services(app: &str, path: &Path) -> Result<Vec<String>, DeployError> {
+pub(super) async fn compose_services(app: &str, path: &Path) -> Result<Vec<String>, DeployError> {
     let text =
         tokio::fs::read_to_string(path)
             .await

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{DeployError, DeployTarget, Deployer, GoneWait, run_command, wait_until_gone};
+use super::abra::compose_services;
+use super::{
+    DeployError, DeployTarget, Deployer, GoneWait, placement, run_command, wait_until_gone,
+};
 use crate::platform::docker::{BoxFuture, SwarmJanitor};
 use std::sync::Arc;
 
@@ -69,7 +72,8 @@ impl StackDeployer {
             });
         }
         let env = read_env_file(&target.app, &target.env_file).await?;
-        let files = compose_files(&env);
+        // A pin written into COMPOSE_FILE by hand (abra's way) is replaced by ours below.
+        let mut files = placement::recipe_files(&compose_files(&env));
         for f in &files {
             let p = target.checkout.join(f);
             if !p.is_file() {
@@ -78,6 +82,16 @@ impl StackDeployer {
                     path: p,
                 });
             }
+        }
+        if let Some(pin) = &target.pin {
+            let mut services = std::collections::BTreeSet::new();
+            for f in &files {
+                services.extend(compose_services(&target.app, &target.checkout.join(f)).await?);
+            }
+            placement::write_override(&target.app, &services, pin).await?;
+            tracing::info!(app = %target.app, node = %pin.hostname, constraint = %pin.constraint(),
+                "pinning the stateful app to ci-warm's node");
+            files.push(pin.file.to_string_lossy().into_owned());
         }
         tracing::info!(app = %target.app, stack = %target.stack, revision = %target.revision,
             compose = ?files, "docker stack deploy");

@@ -7,10 +7,13 @@ use crate::upgrade::probe::{ProbeOutcome, StatusSet};
 
 const STACK: &str = "demo";
 
+const HOME_ID: &str = "node-home";
+
 fn expected(v: &str) -> Expected {
     Expected {
         stack: STACK.into(),
         revision: Revision::Version(v.into()),
+        home: None,
     }
 }
 
@@ -27,6 +30,7 @@ fn task(state: TaskState, desired: TaskState, created: &str) -> TaskObs {
         health: None,
         created_at: format!("2026-01-01T00:00:{created}.000000000Z"),
         job_iteration: None,
+        node_id: Some(HOME_ID.into()),
     }
 }
 
@@ -43,6 +47,7 @@ fn service(name: &str, tasks: Vec<TaskObs>) -> ServiceObs {
         restart: RestartCondition::Any,
         update_state: None,
         update_message: None,
+        volume_mounts: Vec::new(),
         tasks,
     }
 }
@@ -465,6 +470,7 @@ fn chaos_revision_checks_the_chaos_label() {
     let exp = Expected {
         stack: STACK.into(),
         revision: Revision::Chaos("abcdef0123456789".into()),
+        home: None,
     };
     let mut s = service("demo_app", vec![running("01")]);
     s.labels
@@ -794,4 +800,102 @@ fn probe_failure_never_shows_url_credentials() {
         assert!(!r.contains("hunter2") && !r.contains("bob"), "{r}");
         assert!(r.contains("https://***@127.0.0.1:8443/health"), "{r}");
     }
+}
+
+fn home() -> NodeObs {
+    NodeObs {
+        id: HOME_ID.into(),
+        hostname: "ci1".into(),
+    }
+}
+
+fn stateful(v: &str) -> Expected {
+    Expected {
+        home: Some(home()),
+        ..expected(v)
+    }
+}
+
+/// The app service mounting the stack's data volume, its one task on `node`.
+fn app_on(node: &str) -> ServiceObs {
+    let mut t = running("01");
+    t.node_id = Some(node.into());
+    let mut s = app("1.0.0", vec![t]);
+    s.volume_mounts = vec!["demo_data".into()];
+    s
+}
+
+#[test]
+fn a_stateful_task_on_another_node_fails_naming_the_service_and_both_nodes() {
+    let nodes = [
+        home(),
+        NodeObs {
+            id: "node-2".into(),
+            hostname: "ci2".into(),
+        },
+    ];
+    let v = decide_on_nodes(&stateful("1.0.0"), &[app_on("node-2")], &nodes, &[]);
+    let Verdict::Unhealthy { reason } = v else {
+        panic!("a task away from the data must fail the gate");
+    };
+    assert_eq!(
+        reason,
+        "service demo_app runs on node ci2 (node-2) but its data (demo_data) is on node ci1 (node-home), ci-warm's node"
+    );
+    assert_eq!(
+        misplaced(&stateful("1.0.0"), &[app_on("node-2")], &[]),
+        [
+            "service demo_app runs on node node-2 but its data (demo_data) is on node ci1 (node-home), ci-warm's node"
+        ],
+        "without node names the id is named"
+    );
+}
+
+#[test]
+fn placement_is_only_judged_for_stateful_apps_volume_services_and_live_tasks() {
+    assert!(decide(&stateful("1.0.0"), &[app_on(HOME_ID)], &[]).is_healthy());
+    assert!(
+        decide(&expected("1.0.0"), &[app_on("node-2")], &[]).is_healthy(),
+        "a stateless app goes where swarm puts it"
+    );
+    let mut no_volume = app_on("node-2");
+    no_volume.volume_mounts.clear();
+    assert!(decide(&stateful("1.0.0"), &[no_volume], &[]).is_healthy());
+    // An old task being shut down elsewhere (a rolling update moving home) is history.
+    let mut s = app_on(HOME_ID);
+    let mut old = task(TaskState::Running, TaskState::Shutdown, "00");
+    old.node_id = Some("node-2".into());
+    s.tasks.push(old);
+    assert!(misplaced(&stateful("1.0.0"), &[s], &[]).is_empty());
+}
+
+#[tokio::test]
+async fn the_gate_stops_at_once_on_a_misplaced_task() {
+    let view = Script::new(vec![Ok(vec![app_on("node-2")])]);
+    let started = std::time::Instant::now();
+    let v = HealthGate::new(&view, timing(10_000))
+        .wait(&stateful("1.0.0"), &[])
+        .await
+        .unwrap();
+    assert!(!v.is_healthy());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "settled, not timed out"
+    );
+}
+
+#[test]
+fn a_task_no_node_can_take_is_a_settled_failure() {
+    let mut t = task(TaskState::Pending, TaskState::Running, "01");
+    t.error = Some("no suitable node (scheduling constraints not satisfied on 2 nodes)".into());
+    let s = app("1.0.0", vec![t.clone()]);
+    assert_eq!(
+        settled_failure(std::slice::from_ref(&s)).as_deref(),
+        Some(
+            "service demo_app cannot be placed: no suitable node (scheduling constraints not satisfied on 2 nodes)"
+        )
+    );
+    // Other reasons to wait (a busy host port, resources) may clear up: not settled.
+    t.error = Some("no suitable node (host-mode port already in use on 1 node)".into());
+    assert_eq!(settled_failure(&[app("1.0.0", vec![t])]), None);
 }
