@@ -77,6 +77,36 @@ struct World {
 }
 
 impl World {
+    /// A canonical `demo` of `recipe` at `version` deployed as `st` by `kind`'s deployer, with
+    /// `extra` keys on top of the canonical's own; its config written to `<test dir>/config.json`.
+    fn new(kind: Kind, st: TestStack, recipe: &DemoRecipe, version: &str, extra: Value) -> World {
+        let state_dir = st.path().join("state");
+        let config = st.path().join("config.json");
+        let mut canonical = serde_json::json!({
+            "version": version,
+            "repo": recipe.url(),
+            "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
+        });
+        let keys = canonical.as_object_mut().unwrap();
+        keys.extend(kind.app_keys(&st));
+        if let Value::Object(extra) = extra {
+            keys.extend(extra);
+        }
+        let json = serde_json::json!({
+            "state_dir": state_dir,
+            "deployer": kind.deployer(&st),
+            "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
+            "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
+            "canonicals": {"demo": canonical},
+        });
+        std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+        World {
+            st,
+            config,
+            state_dir,
+        }
+    }
+
     fn ci_warm(&self, args: &[&str]) -> Output {
         run(&self.config, args)
     }
@@ -174,31 +204,13 @@ async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good(kind
     git(&recipe.dir, &["checkout", "--quiet", "main"]);
     let broken_commit = git(&recipe.dir, &["rev-parse", &format!("{V120}^{{commit}}")]);
     let v110_commit = git(&recipe.dir, &["rev-parse", &format!("{V110}^{{commit}}")]);
-    let state_dir = st.path().join("state");
-    let config = st.path().join("config.json");
-    let mut canonical = serde_json::json!({
-        "version": V100,
-        "repo": recipe.url(),
-        "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
-        "health_timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS,
-    });
-    canonical
-        .as_object_mut()
-        .unwrap()
-        .extend(kind.app_keys(&st));
-    let json = serde_json::json!({
-        "state_dir": state_dir,
-        "deployer": kind.deployer(&st),
-        "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
-        "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
-        "canonicals": {"demo": canonical},
-    });
-    std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
-    let w = World {
+    let w = World::new(
+        kind,
         st,
-        config,
-        state_dir,
-    };
+        &recipe,
+        V100,
+        serde_json::json!({"health_timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS}),
+    );
 
     // No canonical yet: quick says to run cold, with its own exit code, touching nothing.
     let (c, _) = w.quick("good", "q0", &["true"]);
@@ -458,30 +470,7 @@ async fn a_registry_version_the_canonical_gate_holds_is_reported_and_not_the_bas
     let st = TestStack::new("canonhold");
     let recipe = DemoRecipe::with_catalogue(&st.path().join("recipe"), Some(V200)).unwrap();
     let v200_commit = git(&recipe.dir, &["rev-parse", &format!("{V200}^{{commit}}")]);
-    let state_dir = st.path().join("state");
-    let config = st.path().join("config.json");
-    let mut canonical = serde_json::json!({
-        "version": V110,
-        "repo": recipe.url(),
-        "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
-    });
-    canonical
-        .as_object_mut()
-        .unwrap()
-        .extend(kind.app_keys(&st));
-    let json = serde_json::json!({
-        "state_dir": state_dir,
-        "deployer": kind.deployer(&st),
-        "health": {"timeout_secs": ci_warm_tests::GATE_TIMEOUT_SECS, "interval_ms": 500},
-        "snapshot": {"reserve_bytes": 0, "reserve_percent": 0},
-        "canonicals": {"demo": canonical},
-    });
-    std::fs::write(&config, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
-    let w = World {
-        st,
-        config,
-        state_dir,
-    };
+    let w = World::new(kind, st, &recipe, V110, serde_json::json!({}));
     let alerts = || -> Vec<Value> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(w.state_dir.join("alerts"))
             .map(|rd| rd.map(|e| e.unwrap().path()).collect())

@@ -244,13 +244,7 @@ impl AbraDeployer {
     /// the recipe tree: a non-chaos deploy refuses untracked files in it), or drops the entry
     /// when the app is not pinned. abra takes compose files from `COMPOSE_FILE` only.
     async fn place(&self, target: &DeployTarget) -> Result<(), DeployError> {
-        let text = read_env_text(target).await?;
-        let env = parse_env(&text).map_err(|(line, why)| DeployError::EnvSyntax {
-            app: target.app.clone(),
-            path: target.env_file.clone(),
-            line,
-            why,
-        })?;
+        let (text, env) = read_env(target).await?;
         let current = compose_files(&env);
         let recipe = placement::recipe_files(&current);
         let entry = match &target.pin {
@@ -546,8 +540,10 @@ async fn read_env_text(target: &DeployTarget) -> Result<String, DeployError> {
         })
 }
 
-/// The service names the app's compose files (its `COMPOSE_FILE`, in the checkout) declare.
-async fn declared_services(target: &DeployTarget) -> Result<BTreeSet<String>, DeployError> {
+/// The app's env file: its text and its keys.
+async fn read_env(
+    target: &DeployTarget,
+) -> Result<(String, BTreeMap<String, String>), DeployError> {
     let text = read_env_text(target).await?;
     let env = parse_env(&text).map_err(|(line, why)| DeployError::EnvSyntax {
         app: target.app.clone(),
@@ -555,6 +551,12 @@ async fn declared_services(target: &DeployTarget) -> Result<BTreeSet<String>, De
         line,
         why,
     })?;
+    Ok((text, env))
+}
+
+/// The service names the app's compose files (its `COMPOSE_FILE`, in the checkout) declare.
+async fn declared_services(target: &DeployTarget) -> Result<BTreeSet<String>, DeployError> {
+    let (_, env) = read_env(target).await?;
     let mut out = BTreeSet::new();
     for f in compose_files(&env) {
         let path = target.checkout.join(&f);
