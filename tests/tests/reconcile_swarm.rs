@@ -79,11 +79,16 @@ impl World {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(ci_warm_bin());
         c.arg("--config").arg(&self.config).args(args);
+        c.env(STRICT_NO_INPUT.0, STRICT_NO_INPUT.1);
         c
     }
 
     fn ci_warm(&self, args: &[&str]) -> Output {
-        ci_warm_tests::run_ci_warm(&self.config, args)
+        ci_warm_tests::run_ci_warm_with_env(
+            &self.config,
+            args,
+            &[(STRICT_NO_INPUT.0, STRICT_NO_INPUT.1.as_ref())],
+        )
     }
 
     fn reconcile(&self) -> i32 {
@@ -145,6 +150,12 @@ impl World {
             .to_owned()
     }
 }
+
+/// The strict setting of an INFERRED abra fact: a command left without `-n` would prompt, and
+/// with no terminal fail (the simulator's FATA). The scenarios here run under it, the ones of
+/// abra_deployer.rs under the lenient default, so ci-warm passes `-n` on every call either way.
+/// The stack deployer ignores it.
+const STRICT_NO_INPUT: (&str, &str) = ("ABRA_SIM_REQUIRE_NO_INPUT", "1");
 
 const V100: &str = "1.0.0+1.0.0";
 const V110: &str = "1.1.0+1.0.0";
