@@ -23,6 +23,10 @@ declare -A NEED=(
   [curl]=curl
   [nginx]=nginx
   [openssl]=openssl
+  # The multi-node tests' throw-away swarm (network namespaces, veths, a bridge) and the leftover
+  # check after the tests.
+  [ip]=iproute2
+  [pgrep]=procps
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
