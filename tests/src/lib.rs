@@ -26,6 +26,7 @@ pub mod multinode;
 pub mod ports;
 pub mod recipe;
 pub mod stack;
+pub mod state_files;
 pub mod tls_proxy;
 
 pub use ports::free_port;
@@ -91,6 +92,12 @@ pub fn run_ci_warm_with_env(
         .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running ci-warm {args:?}: {e}"));
+    echoed(args, out)
+}
+
+/// Echoes a finished `ci-warm ARGS` (exit code and output) on stderr, which the test runner
+/// shows when a test fails, and hands the output on.
+pub fn echoed(args: &[&str], out: std::process::Output) -> std::process::Output {
     eprintln!(
         "ci-warm {args:?} -> {:?}\n{}{}",
         out.status.code(),

@@ -16,6 +16,7 @@ use ci_warm_tests::deployers::Kind;
 use ci_warm_tests::docker::require_docker;
 use ci_warm_tests::recipe::DemoRecipe;
 use ci_warm_tests::stack::TestStack;
+use ci_warm_tests::state_files;
 use ci_warm_tests::{ci_warm_bin, images};
 
 const V100: &str = "1.0.0+1.0.0";
@@ -117,7 +118,7 @@ impl World {
         read(&self.app_dir().join("snapshot/manifest.json"))
     }
     fn state(&self) -> Value {
-        serde_json::from_slice(&read(&self.app_dir().join("state.json"))).unwrap()
+        state_files::app_state(&self.state_dir, APP)
     }
     fn registry(&self) -> Vec<u8> {
         std::fs::read(self.state_dir.join("registry.json")).unwrap_or_default()
@@ -147,16 +148,7 @@ impl World {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
     fn results(&self) -> Vec<Value> {
-        let dir = self.state_dir.join("results/demo");
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        paths.retain(|p| p.extension().is_some_and(|e| e == "json"));
-        paths.sort();
-        paths
-            .iter()
-            .map(|p| serde_json::from_slice(&read(p)).unwrap())
-            .collect()
+        state_files::json_files(&self.state_dir.join("results/demo"))
     }
     fn quick(&self, r: &str, run_id: &str, cmd: &[&str]) -> (i32, Value) {
         let mut args = vec!["--json", "quick", "demo", "--ref", r, "--run", run_id, "--"];
@@ -404,12 +396,7 @@ async fn promote_moves_the_canonical_and_quick_never_touches_the_known_good(kind
     assert_eq!(report[0]["outcome"], "interrupted", "{report}");
     w.assert_restored(&manifest, &registry, "killed quick");
     assert_eq!(w.state()["deployed"], Value::Null);
-    let alerts: Vec<Value> = std::fs::read_dir(w.state_dir.join("alerts"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|p| serde_json::from_slice(&read(&p)).unwrap())
-        .collect();
+    let alerts = state_files::alerts(&w.state_dir);
     let interrupted: Vec<&Value> = alerts
         .iter()
         .filter(|a| a["kind"] == "interrupted")
@@ -471,17 +458,7 @@ async fn a_registry_version_the_canonical_gate_holds_is_reported_and_not_the_bas
     let recipe = DemoRecipe::with_catalogue(&st.path().join("recipe"), Some(V200)).unwrap();
     let v200_commit = git(&recipe.dir, &["rev-parse", &format!("{V200}^{{commit}}")]);
     let w = World::new(kind, st, &recipe, V110, serde_json::json!({}));
-    let alerts = || -> Vec<Value> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(w.state_dir.join("alerts"))
-            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        paths.retain(|p| p.extension().is_some_and(|e| e == "json"));
-        paths.sort();
-        paths
-            .iter()
-            .map(|p| serde_json::from_slice(&read(p)).unwrap())
-            .collect()
-    };
+    let alerts = || state_files::alerts(&w.state_dir);
     assert_eq!(code(&w.ci_warm(&["reconcile", APP])), 0, "bootstrap");
     assert_eq!(w.state()["last_good"], V110);
     let manifest = w.manifest();

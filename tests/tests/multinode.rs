@@ -16,6 +16,7 @@ use ci_warm_tests::deployers::Kind;
 use ci_warm_tests::multinode::{Node, PREFIX, Swarm};
 use ci_warm_tests::recipe::{self, DemoRecipe, Release};
 use ci_warm_tests::stack::TestStack;
+use ci_warm_tests::state_files;
 use ci_warm_tests::{ci_warm_bin, images};
 
 const V100: &str = "1.0.0+1.0.0";
@@ -92,13 +93,7 @@ impl World {
             .args(args)
             .output()
             .expect("running ci-warm");
-        eprintln!(
-            "ci-warm {args:?} -> {:?}\n{}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        ci_warm_tests::echoed(args, out)
     }
 
     fn reconcile(&self) -> i32 {
@@ -109,8 +104,7 @@ impl World {
     }
 
     fn state(&self) -> Value {
-        let bytes = std::fs::read(self.state_dir.join("demo/state.json")).expect("state.json");
-        serde_json::from_slice(&bytes).expect("state.json is JSON")
+        state_files::app_state(&self.state_dir, "demo")
     }
 
     fn last_good(&self) -> String {
@@ -121,19 +115,7 @@ impl World {
     }
 
     fn alerts(&self) -> Vec<Value> {
-        let dir = self.state_dir.join("alerts");
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|rd| {
-                rd.map(|e| e.expect("dir entry").path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "json"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        paths.sort();
-        paths
-            .iter()
-            .map(|p| serde_json::from_slice(&std::fs::read(p).expect("alert")).expect("json"))
-            .collect()
+        state_files::alerts(&self.state_dir)
     }
 
     /// The data volume's directory on the manager, from its daemon (under its data root).

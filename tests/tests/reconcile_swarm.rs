@@ -13,6 +13,7 @@ use ci_warm_tests::deployers::Kind;
 use ci_warm_tests::docker::require_docker;
 use ci_warm_tests::recipe::{DemoRecipe, Release, release};
 use ci_warm_tests::stack::TestStack;
+use ci_warm_tests::state_files;
 use ci_warm_tests::{ci_warm_bin, images};
 
 struct World {
@@ -103,8 +104,7 @@ impl World {
     }
 
     fn state(&self) -> Value {
-        let bytes = std::fs::read(self.state_dir.join("demo/state.json")).expect("state.json");
-        serde_json::from_slice(&bytes).expect("state.json is JSON")
+        state_files::app_state(&self.state_dir, "demo")
     }
 
     fn last_good(&self) -> String {
@@ -115,19 +115,7 @@ impl World {
     }
 
     fn alerts(&self) -> Vec<Value> {
-        let dir = self.state_dir.join("alerts");
-        let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|e| e == "json"))
-                .collect(),
-            Err(_) => vec![],
-        };
-        paths.sort();
-        paths
-            .iter()
-            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
-            .collect()
+        state_files::alerts(&self.state_dir)
     }
 
     fn kinds(&self) -> Vec<String> {

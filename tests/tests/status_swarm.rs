@@ -40,8 +40,7 @@ impl World {
     }
 
     fn state(&self) -> Value {
-        let bytes = std::fs::read(self.state_dir.join("demo/state.json")).expect("state.json");
-        serde_json::from_slice(&bytes).expect("state.json is JSON")
+        ci_warm_tests::state_files::app_state(&self.state_dir, "demo")
     }
 
     fn status(&self, extra: &[&str]) -> Value {

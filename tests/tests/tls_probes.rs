@@ -141,7 +141,7 @@ fn code(out: &std::process::Output) -> i32 {
 }
 
 fn state(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("state/demo/state.json")).unwrap()).unwrap()
+    ci_warm_tests::state_files::app_state(&dir.join("state"), "demo")
 }
 
 both_deployers!(upgrade_and_rollback_are_gated_through_the_proxy => upgrade_and_rollback_are_gated_through_the_proxy_stack, upgrade_and_rollback_are_gated_through_the_proxy_abra);
