@@ -478,6 +478,17 @@ rec {
     };
   };
 
+  # What no ci-warm unit may touch, the reconcilers and ci-warm-apply alike.
+  kernelProtections = {
+    NoNewPrivileges = "yes";
+    ProtectKernelTunables = "yes";
+    ProtectKernelModules = "yes";
+    ProtectKernelLogs = "yes";
+    ProtectControlGroups = "yes";
+    ProtectClock = "yes";
+    ProtectHostname = "yes";
+  };
+
   # Systemd hardening shared by every ci-warm unit, then its privileges. Docker is reached
   # through its socket (a socket on a read-only mount still accepts connect(), but the path is
   # listed so a stricter future default cannot break it). No PrivateDevices/DevicePolicy:
@@ -492,13 +503,6 @@ rec {
         ++ optional (cfg.metricsFile != null) "-${dirOf cfg.metricsFile}";
       ProtectHome = if cfg.deployer.kind == "abra" then "read-only" else "yes";
       PrivateTmp = "yes";
-      NoNewPrivileges = "yes";
-      ProtectKernelTunables = "yes";
-      ProtectKernelModules = "yes";
-      ProtectKernelLogs = "yes";
-      ProtectControlGroups = "yes";
-      ProtectClock = "yes";
-      ProtectHostname = "yes";
       ProtectProc = "invisible";
       RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
       RestrictNamespaces = "yes";
@@ -509,6 +513,7 @@ rec {
       SystemCallErrorNumber = "EPERM";
       UMask = "0027";
     }
+    // kernelProtections
     // (if stateDirectory cfg != null then { StateDirectory = stateDirectory cfg; StateDirectoryMode = "0750"; } else { })
     // privileges.${privilege};
 
@@ -519,13 +524,6 @@ rec {
     ProtectHome = "yes";
     PrivateTmp = "yes";
     PrivateNetwork = "yes";
-    NoNewPrivileges = "yes";
-    ProtectKernelTunables = "yes";
-    ProtectKernelModules = "yes";
-    ProtectKernelLogs = "yes";
-    ProtectControlGroups = "yes";
-    ProtectClock = "yes";
-    ProtectHostname = "yes";
     RestrictAddressFamilies = [ "AF_UNIX" ];
     RestrictNamespaces = "yes";
     RestrictRealtime = "yes";
@@ -536,7 +534,7 @@ rec {
     SystemCallFilter = [ "@system-service" "~@privileged" ];
     SystemCallErrorNumber = "EPERM";
     CapabilityBoundingSet = [ "" ];
-  };
+  } // kernelProtections;
 
   # name -> { description, after, wants, requires, wantedBy, environment, serviceConfig } for
   # every service, and name -> { description, wantedBy, timerConfig } for every timer.
