@@ -72,9 +72,16 @@ pub async fn write_override(
     if let Some(dir) = pin.file.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
     }
-    tokio::fs::write(&pin.file, override_yaml(services, pin))
-        .await
-        .map_err(io)
+    // Replaced atomically: a run killed mid-write must not leave a torn override that the next
+    // deploy (or an operator's manual abra deploy) reads.
+    let (file, yaml) = (pin.file.clone(), override_yaml(services, pin));
+    tokio::task::spawn_blocking(move || {
+        crate::platform::atomic::write(&file, yaml.as_bytes(), 0o644)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r.map_err(std::io::Error::other))
+    .map_err(io)
 }
 
 /// `file` as a `COMPOSE_FILE` entry that abra resolves against `checkout`: `..` up to `/` (with
