@@ -269,7 +269,8 @@ pub fn hash_whole_to(
     to: Option<(&File, &Path)>,
 ) -> Result<String> {
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
+    // Sized to the file: a zeroed 1 MiB buffer per small file cost more than hashing it.
+    let mut buf = vec![0u8; CHUNK.min(size.max(1) as usize)];
     let mut pos = 0u64;
     while pos < size {
         let Some((data, hole)) = next_segment(f, pos, size) else {
@@ -279,7 +280,7 @@ pub fn hash_whole_to(
         hash_zeros(&mut h, data - pos);
         let mut off = data;
         while off < hole {
-            let want = ((hole - off) as usize).min(CHUNK);
+            let want = ((hole - off) as usize).min(buf.len());
             let n = f
                 .read_at(&mut buf[..want], off)
                 .map_err(io("reading", path))?;

@@ -167,8 +167,14 @@ pub struct Copied {
 }
 
 /// Copies `src` to a new file `dst` (which must not exist) and hashes it (one thread: see
-/// [`Split`] for a big file spread over several).
-pub fn copy_and_hash(src: &Path, dst: &Path, probes: &Probes) -> Result<Copied> {
+/// [`Split`] for a big file spread over several); then gives it `meta`'s metadata, if any,
+/// through the still open file (after the content, so the mtime sticks).
+pub fn copy_and_hash(
+    src: &Path,
+    dst: &Path,
+    probes: &Probes,
+    meta: Option<&crate::manifest::Entry>,
+) -> Result<Copied> {
     let from = File::open(src).map_err(io("opening", src))?;
     let size = from.metadata().map_err(io("stat", src))?.len();
     let to = create(dst)?;
@@ -193,6 +199,9 @@ pub fn copy_and_hash(src: &Path, dst: &Path, probes: &Probes) -> Result<Copied> 
             content::combine(size, &ps, &hashes)
         }
     };
+    if let Some(e) = meta {
+        crate::meta::apply_file(&to, dst, e)?;
+    }
     Ok(Copied {
         sha256,
         data,
@@ -391,7 +400,7 @@ mod tests {
         for i in 0..5 {
             let src = d.path().join(format!("s{i}"));
             std::fs::write(&src, format!("content {i}").repeat(1000)).unwrap();
-            let c = copy_and_hash(&src, &d.path().join(format!("d{i}")), &probes).unwrap();
+            let c = copy_and_hash(&src, &d.path().join(format!("d{i}")), &probes, None).unwrap();
             if c.method == Method::Copy {
                 copies += 1;
             }

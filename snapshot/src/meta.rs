@@ -21,12 +21,73 @@ fn cpath(p: &Path) -> io::Result<CString> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
+/// What xattr calls address: a path (the link itself for a symlink, `l*xattr`) or an open
+/// file (`f*xattr`, no path walk).
+#[derive(Clone, Copy)]
+enum Xa<'a> {
+    Path(&'a CStr),
+    Fd(std::os::fd::RawFd),
+}
+
+impl Xa<'_> {
+    fn list(self, buf: *mut libc::c_char, len: usize) -> isize {
+        // SAFETY: `buf` is null with `len` 0 (a size query) or a buffer of `len` bytes.
+        unsafe {
+            match self {
+                Xa::Path(p) => libc::llistxattr(p.as_ptr(), buf, len),
+                Xa::Fd(fd) => libc::flistxattr(fd, buf, len),
+            }
+        }
+    }
+
+    fn get(self, name: &CStr, buf: *mut libc::c_void, len: usize) -> isize {
+        // SAFETY: as in `list`.
+        unsafe {
+            match self {
+                Xa::Path(p) => libc::lgetxattr(p.as_ptr(), name.as_ptr(), buf, len),
+                Xa::Fd(fd) => libc::fgetxattr(fd, name.as_ptr(), buf, len),
+            }
+        }
+    }
+
+    fn set(self, name: &CStr, value: &[u8]) -> libc::c_int {
+        // SAFETY: valid C strings and a buffer of the given length.
+        unsafe {
+            match self {
+                Xa::Path(p) => libc::lsetxattr(
+                    p.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                ),
+                Xa::Fd(fd) => {
+                    libc::fsetxattr(fd, name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+                }
+            }
+        }
+    }
+
+    fn remove(self, name: &CStr) -> libc::c_int {
+        // SAFETY: valid C strings.
+        unsafe {
+            match self {
+                Xa::Path(p) => libc::lremovexattr(p.as_ptr(), name.as_ptr()),
+                Xa::Fd(fd) => libc::fremovexattr(fd, name.as_ptr()),
+            }
+        }
+    }
+}
+
 /// Every xattr of `path` (the link itself for a symlink).
 pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     let c = cpath(path)?;
+    xattrs_of(Xa::Path(&c))
+}
+
+fn xattrs_of(at: Xa) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut out = BTreeMap::new();
-    // SAFETY: size query with a null buffer.
-    let len = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    let len = at.list(std::ptr::null_mut(), 0);
     if len < 0 {
         let e = io::Error::last_os_error();
         return if e.raw_os_error() == Some(libc::ENOTSUP) {
@@ -39,8 +100,7 @@ pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
         return Ok(out);
     }
     let mut names = vec![0u8; len as usize];
-    // SAFETY: buffer of the size the kernel asked for.
-    let len = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    let len = at.list(names.as_mut_ptr().cast(), names.len());
     if len < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -48,21 +108,12 @@ pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let cname =
             CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        // SAFETY: size query.
-        let vlen = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
+        let vlen = at.get(&cname, std::ptr::null_mut(), 0);
         if vlen < 0 {
             return Err(io::Error::last_os_error());
         }
         let mut value = vec![0u8; vlen as usize];
-        // SAFETY: buffer of the queried size.
-        let vlen = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                cname.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
-        };
+        let vlen = at.get(&cname, value.as_mut_ptr().cast(), value.len());
         if vlen < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -74,16 +125,19 @@ pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
 
 /// Makes `path`'s xattrs exactly `want`; returns whether it had to change any.
 pub fn write_xattrs(path: &Path, want: &BTreeMap<Vec<u8>, Vec<u8>>) -> io::Result<bool> {
-    let have = read_xattrs(path)?;
+    let c = cpath(path)?;
+    set_xattrs(Xa::Path(&c), want)
+}
+
+fn set_xattrs(at: Xa, want: &BTreeMap<Vec<u8>, Vec<u8>>) -> io::Result<bool> {
+    let have = xattrs_of(at)?;
     if &have == want {
         return Ok(false);
     }
-    let c = cpath(path)?;
     for name in have.keys().filter(|k| !want.contains_key(*k)) {
         let cname = CString::new(name.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        // SAFETY: valid C strings.
-        if unsafe { libc::lremovexattr(c.as_ptr(), cname.as_ptr()) } < 0 {
+        if at.remove(&cname) < 0 {
             return Err(io::Error::last_os_error());
         }
     }
@@ -93,17 +147,7 @@ pub fn write_xattrs(path: &Path, want: &BTreeMap<Vec<u8>, Vec<u8>>) -> io::Resul
         }
         let cname = CString::new(name.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        // SAFETY: valid C strings and a buffer of the given length.
-        if unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                cname.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        } < 0
-        {
+        if at.set(&cname, value) < 0 {
             return Err(io::Error::last_os_error());
         }
     }
@@ -199,6 +243,27 @@ pub fn apply(path: &Path, e: &Entry) -> Result<()> {
     }
     write_xattrs(path, &e.xattr_map()).map_err(io("writing xattrs of", path))?;
     set_mtime(path, e)
+}
+
+/// [`apply`] for a regular file this process created and still holds open: every call goes
+/// through the fd (no path walk, and chmod needs no `O_PATH` detour), same order.
+pub fn apply_file(f: &std::fs::File, path: &Path, e: &Entry) -> Result<()> {
+    use std::os::fd::AsFd;
+    nix::unistd::fchown(
+        f.as_fd(),
+        Some(nix::unistd::Uid::from_raw(e.uid)),
+        Some(nix::unistd::Gid::from_raw(e.gid)),
+    )
+    .map_err(nix_io("chown", path))?;
+    nix::sys::stat::fchmod(
+        f.as_fd(),
+        nix::sys::stat::Mode::from_bits_truncate(e.mode as libc::mode_t),
+    )
+    .map_err(nix_io("chmod", path))?;
+    set_xattrs(Xa::Fd(std::os::fd::AsRawFd::as_raw_fd(f)), &e.xattr_map())
+        .map_err(io("writing xattrs of", path))?;
+    let t = TimeSpec::new(e.mtime_sec, e.mtime_nsec);
+    nix::sys::stat::futimens(f.as_fd(), &t, &t).map_err(nix_io("setting the mtime of", path))
 }
 
 /// chmod that never follows a symlink (glibc and musl refuse a symlink rather than follow

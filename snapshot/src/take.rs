@@ -711,10 +711,8 @@ fn copy_parallel(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
                     let copy = |src: &Path| {
-                        copy::copy_and_hash(src, &job.dst, &PROBES).and_then(|c| {
-                            meta::apply(&job.dst, &entries[job.index])?;
-                            Ok(Done::Copied(c))
-                        })
+                        copy::copy_and_hash(src, &job.dst, &PROBES, Some(&entries[job.index]))
+                            .map(Done::Copied)
                     };
                     let r = match &job.src {
                         // Checked again right before linking: the plan's check may be long
