@@ -18,8 +18,10 @@ mod progress;
 mod publish;
 mod restore;
 mod space;
+mod spare;
 mod take;
 mod verify;
+mod walk;
 
 pub use error::{Error, Result};
 pub use export::{LegacyImport, export, import, import_legacy};

@@ -127,6 +127,20 @@ pub fn remove_tree(p: &Path) -> Result<()> {
 /// Makes `tmp` the snapshot: exchanged with the old one in one rename, so a reader (or a
 /// crash) sees either the old or the new snapshot, whole. The old one is removed afterwards.
 pub fn publish(parent: &Path, tmp: &Path, progress: &dyn Progress) -> Result<()> {
+    if exchange(parent, tmp)? {
+        progress.phase(Phase::Exchanged);
+        // `tmp` now holds the previous snapshot. The new one is published whatever happens
+        // here; a leftover is a `.tmp-*` like any other and the next take sweeps it.
+        if let Err(e) = remove_tree_parallel(tmp, progress) {
+            tracing::warn!(path = %tmp.display(), error = %e, "cannot remove the previous snapshot yet");
+        }
+    }
+    Ok(())
+}
+
+/// Makes `tmp` the snapshot in one rename (exchanged with the old one, if any), flushed.
+/// Returns whether there was an old one, which `tmp` now names.
+pub fn exchange(parent: &Path, tmp: &Path) -> Result<bool> {
     let dst = parent.join(SNAPSHOT);
     let exists = std::fs::symlink_metadata(&dst).is_ok();
     if exists {
@@ -154,15 +168,7 @@ pub fn publish(parent: &Path, tmp: &Path, progress: &dyn Progress) -> Result<()>
         std::fs::rename(tmp, &dst).map_err(io("publishing", tmp))?;
     }
     sync_dir(parent)?;
-    if exists {
-        progress.phase(Phase::Exchanged);
-        // `tmp` now holds the previous snapshot. The new one is published whatever happens
-        // here; a leftover is a `.tmp-*` like any other and the next take sweeps it.
-        if let Err(e) = remove_tree_parallel(tmp, progress) {
-            tracing::warn!(path = %tmp.display(), error = %e, "cannot remove the previous snapshot yet");
-        }
-    }
-    Ok(())
+    Ok(exists)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use crate::cache::Verified;
@@ -21,6 +21,8 @@ use crate::meta;
 use crate::progress::{NoProgress, Phase, Progress};
 use crate::publish;
 use crate::space::{self, Reserve};
+use crate::spare;
+use crate::walk::{IsDir, walk};
 
 /// Per-entry overhead assumed by the space estimate (inode, directory entry, metadata blocks).
 const ENTRY_OVERHEAD: u64 = 4096;
@@ -176,7 +178,8 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
     progress.planned(files, bytes);
 
     let tmp = publish::tmp_dir(&req.parent);
-    let result = build(&tmp, &mut plans, &mut summary, progress).and_then(|()| {
+    let claimed = previous.is_some() && spare::claim(&prev_dir, &tmp);
+    let result = build(&tmp, claimed, &mut plans, &mut summary, progress).and_then(|()| {
         progress.phase(Phase::TreeBuilt);
         let volumes: Vec<Volume> = plans
             .iter_mut()
@@ -197,7 +200,23 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
         publish::syncfs(&tmp)?;
         publish::sync_dir(&tmp)?;
         progress.phase(Phase::Flushed);
-        publish::publish(&req.parent, &tmp, progress)?;
+        if publish::exchange(&req.parent, &tmp)? {
+            progress.phase(Phase::Exchanged);
+            // `tmp` now holds the replaced snapshot. The new one is published whatever
+            // happens here; a leftover is a `.tmp-*` like any other and the next take
+            // sweeps it.
+            let shared: Vec<&[bool]> = plans.iter().map(|p| p.shared.as_slice()).collect();
+            let drop = previous
+                .as_ref()
+                .map(|prev| unshared(prev, &m.volumes, &shared))
+                .unwrap_or_default();
+            if let Err(e) = spare::stash(&prev_dir, &tmp, &drop, progress) {
+                tracing::warn!(path = %tmp.display(), error = %e, "cannot keep the replaced snapshot as the next take's workspace: removing it");
+                if let Err(e) = publish::remove_tree_parallel(&tmp, progress) {
+                    tracing::warn!(path = %tmp.display(), error = %e, "cannot remove the previous snapshot yet");
+                }
+            }
+        }
         progress.phase(Phase::Published);
         Ok(m)
     });
@@ -236,6 +255,9 @@ struct Plan {
     /// Per entry: the published snapshot has this very entry (same manifest entry at the same
     /// index) and its inode there still has the identity recorded when it last matched.
     same: Vec<bool>,
+    /// Per entry: the new snapshot holds the previous snapshot's very inode at this path
+    /// (kept in the workspace, or linked to it).
+    shared: Vec<bool>,
     /// Per entry: the content is known to match its hash (copied and hashed now, or linked
     /// to a previous-snapshot inode that was itself known good), for the verify cache.
     hash_known: Vec<bool>,
@@ -389,108 +411,11 @@ fn plan_volume(
         entries,
         reuse,
         same,
+        shared: Vec::new(),
         hash_known: Vec::new(),
         needed,
         sockets,
     })
-}
-
-/// Lists every directory below `src` and inspects every entry, on `pool::io_threads()`
-/// workers: a cold walk is bound by the disk's latency (one inode read per lstat), which
-/// more requests in flight hide. Returns each directory's children, names sorted (`None`
-/// for a socket).
-fn walk<T: Send + IsDir>(
-    src: &Path,
-    inspect: &(dyn Fn(&Path) -> Result<Option<T>> + Sync),
-) -> Result<HashMap<PathBuf, Vec<Option<T>>>> {
-    struct Queue {
-        dirs: Vec<PathBuf>,
-        busy: usize,
-        failed: Option<crate::error::Error>,
-    }
-    let queue = Mutex::new(Queue {
-        dirs: vec![PathBuf::new()],
-        busy: 0,
-        failed: None,
-    });
-    let wake = Condvar::new();
-    let out = Mutex::new(HashMap::new());
-    let list = |rel: &Path| -> Result<(Vec<Option<T>>, Vec<PathBuf>)> {
-        let path = src.join(rel);
-        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&path)
-            .map_err(io("listing", &path))?
-            .map(|d| d.map(|d| d.file_name()))
-            .collect::<std::io::Result<_>>()
-            .map_err(io("listing", &path))?;
-        names.sort();
-        let mut kids = Vec::with_capacity(names.len());
-        let mut dirs = Vec::new();
-        for n in names {
-            let child = rel.join(n);
-            let found = inspect(&child)?;
-            if found.as_ref().is_some_and(IsDir::is_dir) {
-                dirs.push(child);
-            }
-            kids.push(found);
-        }
-        Ok((kids, dirs))
-    };
-    std::thread::scope(|s| {
-        for _ in 0..crate::pool::io_threads() {
-            s.spawn(|| {
-                let Ok(mut q) = queue.lock() else { return };
-                loop {
-                    if q.failed.is_some() {
-                        break;
-                    }
-                    let Some(rel) = q.dirs.pop() else {
-                        if q.busy == 0 {
-                            break;
-                        }
-                        match wake.wait(q) {
-                            Ok(g) => q = g,
-                            Err(_) => return,
-                        }
-                        continue;
-                    };
-                    q.busy += 1;
-                    drop(q);
-                    let r = list(&rel);
-                    q = match queue.lock() {
-                        Ok(g) => g,
-                        Err(_) => return,
-                    };
-                    q.busy -= 1;
-                    match r {
-                        Ok((kids, dirs)) => {
-                            q.dirs.extend(dirs);
-                            if let Ok(mut o) = out.lock() {
-                                o.insert(rel, kids);
-                            }
-                        }
-                        Err(e) => {
-                            q.failed.get_or_insert(e);
-                        }
-                    }
-                    wake.notify_all();
-                }
-                wake.notify_all();
-            });
-        }
-    });
-    let q = queue
-        .into_inner()
-        .map_err(|_| io("walking", src)(std::io::Error::other("a walker panicked")))?;
-    if let Some(e) = q.failed {
-        return Err(e);
-    }
-    out.into_inner()
-        .map_err(|_| io("walking", src)(std::io::Error::other("a walker panicked")))
-}
-
-/// What the walk needs to know to descend.
-trait IsDir {
-    fn is_dir(&self) -> bool;
 }
 
 impl IsDir for Found {
@@ -499,23 +424,49 @@ impl IsDir for Found {
     }
 }
 
+/// Builds the new tree in `tmp`: from nothing, or from the previous take's spare (`claimed`:
+/// moved to `tmp`), which keeps what it already has right.
 fn build(
     tmp: &Path,
+    claimed: bool,
     plans: &mut [Plan],
     summary: &mut Summary,
     progress: &dyn Progress,
 ) -> Result<()> {
-    std::fs::create_dir_all(tmp.join(VOLUMES)).map_err(io("creating", tmp))?;
-    for plan in plans.iter_mut() {
+    let kept = if claimed {
+        let want: Vec<spare::Want> = plans
+            .iter()
+            .map(|p| spare::Want {
+                name: &p.name,
+                entries: &p.entries,
+                vouched: p
+                    .reuse
+                    .iter()
+                    .map(|r| r.as_ref().map(|(_, v)| *v))
+                    .collect(),
+            })
+            .collect();
+        spare::reconcile(tmp, &want)?
+    } else {
+        std::fs::create_dir_all(tmp.join(VOLUMES)).map_err(io("creating", tmp))?;
+        plans.iter().map(|p| vec![false; p.entries.len()]).collect()
+    };
+    for (plan, kept) in plans.iter_mut().zip(kept) {
         let root = tmp.join(VOLUMES).join(&plan.name);
         let mut jobs = Vec::new();
         let mut splits: Vec<SplitFile> = Vec::new();
+        let n = plan.entries.len();
+        let mut has_meta = vec![false; n];
+        plan.hash_known = vec![false; n];
+        plan.shared = vec![false; n];
         // Directories, links and special files first (parents before children: walk order).
         for (i, e) in plan.entries.iter().enumerate() {
             let dst = root.join(e.rel());
             match e.kind {
                 Kind::Dir => {
-                    std::fs::create_dir(&dst).map_err(io("creating", &dst))?;
+                    if !kept[i] {
+                        std::fs::create_dir(&dst).map_err(io("creating", &dst))?;
+                    }
                     summary.dirs += 1;
                 }
                 Kind::Symlink => {
@@ -529,6 +480,17 @@ fn build(
                     summary.other += 1;
                 }
                 Kind::File if e.link_of.is_some() => {}
+                // Already the previous snapshot's inode, which has the content, hash and
+                // metadata.
+                Kind::File if kept[i] => {
+                    summary.files += 1;
+                    summary.files_reused += 1;
+                    summary.bytes_reused += e.size;
+                    has_meta[i] = true;
+                    plan.hash_known[i] = true;
+                    plan.shared[i] = true;
+                    progress.advanced(1, e.size);
+                }
                 Kind::File => {
                     summary.files += 1;
                     let tree = plan.src.join(e.rel());
@@ -577,8 +539,6 @@ fn build(
         // Biggest first, so no big piece is left alone on one core at the end.
         jobs.sort_by_key(|j| std::cmp::Reverse(j.size));
         let results = copy_parallel(&jobs, &splits, &plan.entries, progress)?;
-        let mut has_meta = vec![false; plan.entries.len()];
-        plan.hash_known = vec![false; plan.entries.len()];
         let mut pieces: Vec<Vec<[u8; 32]>> = splits
             .iter()
             .map(|s| vec![[0; 32]; s.split.pieces.len()])
@@ -589,6 +549,7 @@ fn build(
             plan.hash_known[job.index] = true;
             let c = match done {
                 Done::Linked => {
+                    plan.shared[job.index] = true;
                     summary.bytes_reused += e.size;
                     summary.files_reused += 1;
                     continue;
@@ -635,6 +596,48 @@ fn build(
         apply_all(&root, &plan.entries, &has_meta)?;
     }
     Ok(())
+}
+
+/// Per volume of the new snapshot, the names of the replaced one (`prev`) that it does not
+/// share, in `prev`'s walk order: regular files whose inode the new snapshot does not hold at
+/// the same path, and directories it does not have. (Symlinks and special files stay: the
+/// next take recreates them anyway.)
+fn unshared(prev: &Manifest, new: &[Volume], shared: &[&[bool]]) -> Vec<(String, Vec<Vec<u8>>)> {
+    new.iter()
+        .zip(shared)
+        .map(|(v, shared)| {
+            let now: HashMap<Vec<u8>, (Kind, bool)> = v
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let first = e.kind == Kind::File && e.link_of.is_none();
+                    let kept = first && shared.get(i).copied().unwrap_or(false);
+                    (e.rel_bytes(), (e.kind, kept))
+                })
+                .collect();
+            let gone = prev
+                .volume(&v.name)
+                .map(|old| {
+                    old.entries
+                        .iter()
+                        .filter(|e| {
+                            let rel = e.rel_bytes();
+                            match (e.kind, now.get(&rel)) {
+                                (Kind::File, Some((Kind::File, true))) => false,
+                                (Kind::File, _) => true,
+                                (Kind::Dir, Some((Kind::Dir, _))) => false,
+                                (Kind::Dir, _) => !rel.is_empty(),
+                                _ => false,
+                            }
+                        })
+                        .map(Entry::rel_bytes)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (v.name.clone(), gone)
+        })
+        .collect()
 }
 
 fn count(summary: &mut Summary, method: Method, size: u64) {

@@ -247,7 +247,7 @@ fn a_take_killed_at_each_chosen_point_leaves_the_old_or_the_new_snapshot_whole()
             // The new snapshot shares inodes with the remains of the old one: link counts
             // are right only once those are swept.
             ci_warm_snapshot::sweep_stale(&app).unwrap();
-            assert_same(&src, &snap.join("volumes/data"), &[]);
+            assert_same_snapshot(&src, &snap.join("volumes/data"), &[]);
         }
 
         // The next take succeeds and sweeps what the killed one left.
@@ -255,7 +255,7 @@ fn a_take_killed_at_each_chosen_point_leaves_the_old_or_the_new_snapshot_whole()
         assert_eq!(stale(&app), Vec::<PathBuf>::new(), "{point}");
         let report = verify(&snap).unwrap();
         assert!(report.problems.is_empty(), "{point}: {:?}", report.problems);
-        assert_same(&src, &snap.join("volumes/data"), &[]);
+        assert_same_snapshot(&src, &snap.join("volumes/data"), &[]);
         digest = Manifest::load(&snap).unwrap().digest;
     }
     eprintln!(

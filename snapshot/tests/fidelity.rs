@@ -202,7 +202,7 @@ fn check_snapshot(s: &Setup) {
     assert_eq!(volume_names(&s.snap).unwrap(), ["vol"]);
     let copy = s.snap.join("volumes/vol");
     assert_rsync_clean(&s.src, &copy, &[SOCKET]);
-    assert_same(&s.src, &copy, &[SOCKET]);
+    assert_same_snapshot(&s.src, &copy, &[SOCKET]);
     check_sparse(&s.src, &copy);
     assert!(!copy.join(SOCKET).exists());
 }

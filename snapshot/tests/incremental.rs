@@ -68,7 +68,7 @@ fn a_re_take_copies_only_what_changed() {
     let report = verify(&snap).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_rsync_clean(&src, &vol, &[]);
-    assert_same(&src, &vol, &[]);
+    assert_same_snapshot(&src, &vol, &[]);
     // Only the new snapshot remains (caches beside it aside), and it restores exactly.
     assert!(
         names(&app).iter().all(|n| !n.starts_with(".tmp-")),
@@ -148,7 +148,7 @@ fn a_take_of_an_unchanged_source_leaves_the_snapshot_byte_identical() {
     assert_eq!(fingerprint(&app), before, "the no-op take wrote something");
     let report = verify(&app.join("snapshot")).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_same(&src, &app.join("snapshot/volumes/data"), &[]);
+    assert_same_snapshot(&src, &app.join("snapshot/volumes/data"), &[]);
     // A clean verify records the same identities: still nothing to do.
     let before = fingerprint(&app.join("snapshot/volumes"));
     assert!(take(&req(&app, "data", &src)).unwrap().unchanged);
@@ -249,6 +249,6 @@ fn any_change_to_the_source_or_the_snapshot_makes_a_real_take() {
         assert!(!s.unchanged, "{what}: {s:?}");
         let report = verify(&snap).unwrap();
         assert!(report.problems.is_empty(), "{what}: {:?}", report.problems);
-        assert_same(&src, &vol, &[]);
+        assert_same_snapshot(&src, &vol, &[]);
     }
 }

@@ -110,7 +110,7 @@ fn sparse_files_are_recorded_by_segment_and_round_trip() {
         "hashed {} bytes",
         report.bytes_hashed
     );
-    assert_same(&src, &snap.join("volumes/data"), &[]);
+    assert_same_snapshot(&src, &snap.join("volumes/data"), &[]);
     let vol = snap.join("volumes/data");
     assert!(
         std::fs::metadata(vol.join("db/sparse.img"))
@@ -142,7 +142,7 @@ fn sparse_files_are_recorded_by_segment_and_round_trip() {
     import(&app2, tar.as_slice()).unwrap();
     let snap2 = app2.join("snapshot");
     assert!(problems(&snap2).is_empty());
-    assert_same(&src, &snap2.join("volumes/data"), &[]);
+    assert_same_snapshot(&src, &snap2.join("volumes/data"), &[]);
     assert!(
         std::fs::metadata(snap2.join("volumes/data/db/sparse.img"))
             .unwrap()
@@ -282,7 +282,7 @@ fn a_format_1_snapshot_verifies_restores_and_is_reused() {
     let m = Manifest::load(&snap).unwrap();
     assert_eq!(m.format, manifest::FORMAT);
     assert!(problems(&snap).is_empty());
-    assert_same(&src, &snap.join("volumes/data"), &[]);
+    assert_same_snapshot(&src, &snap.join("volumes/data"), &[]);
 }
 
 #[test]
