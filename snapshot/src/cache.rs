@@ -32,6 +32,16 @@ use sha2::{Digest, Sha256};
 use crate::manifest::{Manifest, SourceId, VOLUMES, hex, xattr_key};
 use crate::meta::source_id;
 
+/// How [`Verified::record_all`] records a regular file.
+pub enum Record {
+    /// Its content is not known to match its hash: nothing is recorded.
+    Unknown,
+    /// Known good: its identity is its lstat now.
+    Lstat,
+    /// Known good, and untouched since it had this identity (no lstat needed).
+    As(SourceId),
+}
+
 /// Known-good identities of a snapshot's files, valid only for the manifest of `digest`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Verified {
@@ -72,25 +82,34 @@ impl Verified {
         v[index] = Some(id);
     }
 
-    /// Records the current identity of every entry of `m` found in `dir`: every directory,
-    /// symlink and special file (the caller just made or checked them), and every regular
-    /// file for which `known(volume, index)` says its content is known to match its hash.
-    pub fn record_all(dir: &Path, m: &Manifest, known: impl Fn(&str, usize) -> bool) -> Verified {
+    /// Records the identity of every entry of `m` found in `dir`: every directory, symlink
+    /// and special file (the caller just made or checked them) by its lstat, and each regular
+    /// file as `file(volume, index)` says.
+    pub fn record_all(dir: &Path, m: &Manifest, file: impl Fn(&str, usize) -> Record) -> Verified {
         let mut out = Verified {
             digest: m.digest.clone(),
             volumes: BTreeMap::new(),
         };
         for v in &m.volumes {
             let root = dir.join(VOLUMES).join(&v.name);
+            let lstat = |e: &crate::manifest::Entry| {
+                std::fs::symlink_metadata(root.join(e.rel()))
+                    .ok()
+                    .map(|md| source_id(&md))
+            };
             let ids = v
                 .entries
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    (e.kind != crate::manifest::Kind::File || known(&v.name, i))
-                        .then(|| std::fs::symlink_metadata(root.join(e.rel())).ok())
-                        .flatten()
-                        .map(|md| source_id(&md))
+                    if e.kind != crate::manifest::Kind::File {
+                        return lstat(e);
+                    }
+                    match file(&v.name, i) {
+                        Record::Unknown => None,
+                        Record::Lstat => lstat(e),
+                        Record::As(id) => Some(id),
+                    }
                 })
                 .collect();
             out.volumes.insert(v.name.clone(), ids);

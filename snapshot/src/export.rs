@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::cache::Verified;
+use crate::cache::{Record, Verified};
 use crate::copy;
 use crate::error::{Error, Result, io};
 use crate::fsat::{self, Walker};
@@ -116,7 +116,7 @@ pub fn import(parent: &Path, input: impl Read) -> Result<()> {
     let result = unpack(parent, &tmp, input).and_then(|m| {
         // Every file's content was hashed while it was written; this compares the metadata
         // just applied, and the tree's shape, once more.
-        let mut known = Verified::record_all(&tmp, &m, |_, _| true);
+        let mut known = Verified::record_all(&tmp, &m, |_, _| Record::Lstat);
         let report = check(&tmp, &m, None, &mut known)?;
         if !report.problems.is_empty() {
             return Err(Error::Corrupt {
@@ -134,7 +134,7 @@ pub fn import(parent: &Path, input: impl Read) -> Result<()> {
     let m = result?;
     let published = parent.join(publish::SNAPSHOT);
     // Every file was hashed clean on the way in.
-    Verified::record_all(&published, &m, |_, _| true).save(&published);
+    Verified::record_all(&published, &m, |_, _| Record::Lstat).save(&published);
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crate::cache::Verified;
+use crate::cache::{Record, Verified};
 use crate::content;
 use crate::copy::{self, Method, PROBES, Split};
 use crate::error::{Error, Result, io, nix_io};
@@ -226,18 +226,29 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
     }
     let m = result?;
     // Every hash was computed from the very bytes written; identities are recorded only now,
-    // after the old snapshot's removal moved the ctimes of the inodes both shared.
+    // after the replaced snapshot's names were unlinked (which moved the ctimes of inodes
+    // both shared). A file kept from the workspace was not touched by this take, unless a
+    // further name was linked to it: its vouched identity still holds.
     let published = req.parent.join(publish::SNAPSHOT);
-    let known: HashMap<&str, &[bool]> = plans
+    let by_name: HashMap<&str, &Plan> = plans.iter().map(|p| (p.name.as_str(), p)).collect();
+    let linked_to: HashMap<&str, std::collections::HashSet<usize>> = m
+        .volumes
         .iter()
-        .map(|p| (p.name.as_str(), p.hash_known.as_slice()))
+        .map(|v| {
+            let firsts = v.entries.iter().filter_map(|e| e.link_of).collect();
+            (v.name.as_str(), firsts)
+        })
         .collect();
     Verified::record_all(&published, &m, |vol, i| {
-        known
-            .get(vol)
-            .and_then(|k| k.get(i))
-            .copied()
-            .unwrap_or(false)
+        let Some(plan) = by_name.get(vol) else {
+            return Record::Unknown;
+        };
+        let linked = linked_to.get(vol).is_some_and(|f| f.contains(&i));
+        match (plan.kept.get(i), plan.reuse.get(i), plan.hash_known.get(i)) {
+            (Some(true), Some(Some((_, vouched))), _) if !linked => Record::As(*vouched),
+            (_, _, Some(true)) => Record::Lstat,
+            _ => Record::Unknown,
+        }
     })
     .save(&published);
     summary.millis = started.elapsed().as_millis() as u64;
@@ -258,6 +269,8 @@ struct Plan {
     /// Per entry: the new snapshot holds the previous snapshot's very inode at this path
     /// (kept in the workspace, or linked to it).
     shared: Vec<bool>,
+    /// Per entry: already right in the workspace (see `spare`), left untouched.
+    kept: Vec<bool>,
     /// Per entry: the content is known to match its hash (copied and hashed now, or linked
     /// to a previous-snapshot inode that was itself known good), for the verify cache.
     hash_known: Vec<bool>,
@@ -285,7 +298,6 @@ struct Found {
     nlink: u64,
     blocks: u64,
     reuse: Option<(PathBuf, SourceId)>,
-    same: bool,
 }
 
 fn plan_volume(
@@ -313,7 +325,6 @@ fn plan_volume(
             return Ok(None);
         };
         let mut reuse = None;
-        let mut same = false;
         if let Some(v) = prev
             && let Some(&i) = prev_by_path.get(rel.as_os_str().as_bytes())
         {
@@ -322,15 +333,10 @@ fn plan_volume(
             // may have been altered since (a user, tampering, a bad disk write). Only the
             // verify cache's identity, unchanged since the entry last matched (its content
             // hashed clean, its metadata compared), vouches that it still is that (the kernel
-            // moves ctime on any change, a directory's on any change to its names). A further
-            // name of a hardlinked file is its first name's inode.
-            let vouched = prev_known.get(name, p.link_of.unwrap_or(i)).copied();
-            let snap = snap_root.join(rel);
-            let held = vouched.filter(|v| {
-                std::fs::symlink_metadata(&snap).is_ok_and(|md| meta::source_id(&md) == *v)
-            });
-            same = held.is_some();
-            if let Some(vouched) = held
+            // moves ctime on any change, a directory's on any change to its names). Whoever
+            // uses the inode checks that identity right before (the workspace, the link
+            // job, the no-op check); a plan never trusts it on its own.
+            if let Some(&vouched) = prev_known.get(name, i)
                 && e.kind == Kind::File
                 && p.kind == Kind::File
                 && p.link_of.is_none()
@@ -340,7 +346,7 @@ fn plan_volume(
             {
                 e.sha256 = p.sha256.clone();
                 e.data = p.data.clone();
-                reuse = Some((snap, vouched));
+                reuse = Some((snap_root.join(rel), vouched));
             }
         }
         Ok(Some(Found {
@@ -349,7 +355,6 @@ fn plan_volume(
             nlink: md.nlink(),
             blocks: md.blocks(),
             reuse,
-            same,
         }))
     };
     let Some(root) = inspect(Path::new(""))? else {
@@ -366,7 +371,6 @@ fn plan_volume(
     // Assembled in walk order (depth first, names sorted), which the manifest keeps.
     let mut entries = Vec::new();
     let mut reuse = Vec::new();
-    let mut same = Vec::new();
     let mut needed = 0u64;
     let mut sockets = 0u64;
     let mut first_by_inode: HashMap<(u64, u64), usize> = HashMap::new();
@@ -392,7 +396,6 @@ fn plan_volume(
                     f.entry.sha256 = entries.get(first).and_then(|e: &Entry| e.sha256.clone());
                     entries.push(f.entry);
                     reuse.push(None);
-                    same.push(f.same);
                     continue;
                 }
                 first_by_inode.insert(f.dev_ino, entries.len());
@@ -403,8 +406,13 @@ fn plan_volume(
         }
         entries.push(f.entry);
         reuse.push(f.reuse);
-        same.push(f.same);
     }
+    // Only a source found exactly as the manifest has it can make a no-op take; only then
+    // is every inode of the published snapshot checked (one lstat each).
+    let same = match prev {
+        Some(v) if v.entries == entries => still_vouched(name, v, &snap_root, prev_known)?,
+        _ => vec![false; entries.len()],
+    };
     Ok(Plan {
         name: name.to_owned(),
         src: src.to_owned(),
@@ -412,10 +420,35 @@ fn plan_volume(
         reuse,
         same,
         shared: Vec::new(),
+        kept: Vec::new(),
         hash_known: Vec::new(),
         needed,
         sockets,
     })
+}
+
+/// Per entry of the published volume `v` (at `root`): its inode still has the identity the
+/// verify cache recorded when it last matched (a further name of a hardlinked file: its
+/// first name's inode). Checked on every worker: a cold lstat waits on the disk.
+fn still_vouched(name: &str, v: &Volume, root: &Path, known: &Verified) -> Result<Vec<bool>> {
+    let out: Vec<std::sync::atomic::AtomicBool> = (0..v.entries.len())
+        .map(|_| std::sync::atomic::AtomicBool::new(false))
+        .collect();
+    let idx: Vec<usize> = (0..v.entries.len()).collect();
+    crate::pool::for_each_with(
+        &idx,
+        || (),
+        |(), &i| {
+            let e = &v.entries[i];
+            let held = known.get(name, e.link_of.unwrap_or(i)).is_some_and(|id| {
+                std::fs::symlink_metadata(root.join(e.rel()))
+                    .is_ok_and(|md| meta::source_id(&md) == *id)
+            });
+            out[i].store(held, Ordering::Relaxed);
+            Ok(())
+        },
+    )?;
+    Ok(out.into_iter().map(|b| b.into_inner()).collect())
 }
 
 impl IsDir for Found {
@@ -452,6 +485,8 @@ fn build(
         plans.iter().map(|p| vec![false; p.entries.len()]).collect()
     };
     for (plan, kept) in plans.iter_mut().zip(kept) {
+        plan.kept = kept;
+        let kept = &plan.kept;
         let root = tmp.join(VOLUMES).join(&plan.name);
         let mut jobs = Vec::new();
         let mut splits: Vec<SplitFile> = Vec::new();
