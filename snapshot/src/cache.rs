@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -85,32 +86,50 @@ impl Verified {
     /// Records the identity of every entry of `m` found in `dir`: every directory, symlink
     /// and special file (the caller just made or checked them) by its lstat, and each regular
     /// file as `file(volume, index)` says.
-    pub fn record_all(dir: &Path, m: &Manifest, file: impl Fn(&str, usize) -> Record) -> Verified {
+    pub fn record_all(
+        dir: &Path,
+        m: &Manifest,
+        file: impl Fn(&str, usize) -> Record + Sync,
+    ) -> Verified {
         let mut out = Verified {
             digest: m.digest.clone(),
             volumes: BTreeMap::new(),
         };
         for v in &m.volumes {
             let root = dir.join(VOLUMES).join(&v.name);
-            let lstat = |e: &crate::manifest::Entry| {
-                std::fs::symlink_metadata(root.join(e.rel()))
-                    .ok()
-                    .map(|md| source_id(&md))
-            };
-            let ids = v
-                .entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    if e.kind != crate::manifest::Kind::File {
-                        return lstat(e);
+            let ids: Vec<Mutex<Option<SourceId>>> =
+                (0..v.entries.len()).map(|_| Mutex::new(None)).collect();
+            let idx: Vec<usize> = (0..v.entries.len()).collect();
+            // On every worker: tens of thousands of lstats, each waiting on an inode read
+            // when it is cold.
+            let _ = crate::pool::for_each_with(
+                &idx,
+                || (),
+                |(), &i| {
+                    let e = &v.entries[i];
+                    let lstat = || {
+                        std::fs::symlink_metadata(root.join(e.rel()))
+                            .ok()
+                            .map(|md| source_id(&md))
+                    };
+                    let id = if e.kind != crate::manifest::Kind::File {
+                        lstat()
+                    } else {
+                        match file(&v.name, i) {
+                            Record::Unknown => None,
+                            Record::Lstat => lstat(),
+                            Record::As(id) => Some(id),
+                        }
+                    };
+                    if let Ok(mut slot) = ids[i].lock() {
+                        *slot = id;
                     }
-                    match file(&v.name, i) {
-                        Record::Unknown => None,
-                        Record::Lstat => lstat(e),
-                        Record::As(id) => Some(id),
-                    }
-                })
+                    Ok(())
+                },
+            );
+            let ids = ids
+                .into_iter()
+                .map(|m| m.into_inner().ok().flatten())
                 .collect();
             out.volumes.insert(v.name.clone(), ids);
         }
