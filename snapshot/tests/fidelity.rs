@@ -135,17 +135,7 @@ fn build(src: &Path) {
     }
 
     // Nanosecond mtimes on everything, deepest first (directories last).
-    let mut all = Vec::new();
-    let mut stack = vec![src.to_owned()];
-    while let Some(p) = stack.pop() {
-        let md = std::fs::symlink_metadata(&p).unwrap();
-        if md.is_dir() {
-            for d in std::fs::read_dir(&p).unwrap() {
-                stack.push(d.unwrap().path());
-            }
-        }
-        all.push(p);
-    }
+    let mut all: Vec<_> = lstat_all(src).into_iter().map(|(p, _)| p).collect();
     all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for (i, p) in all.iter().enumerate() {
         set_mtime(

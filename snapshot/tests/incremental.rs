@@ -92,25 +92,20 @@ type Change<'a> = (&'a str, Box<dyn Fn() + 'a>);
 /// Every name under `dir` with its inode, ctime, mtime, mode and (files) content: two equal
 /// fingerprints mean nothing in the tree was written, renamed, chmodded or replaced.
 fn fingerprint(dir: &std::path::Path) -> Vec<Seen> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(p) = stack.pop() {
-        let md = std::fs::symlink_metadata(&p).unwrap();
-        if md.is_dir() {
-            for d in std::fs::read_dir(&p).unwrap() {
-                stack.push(d.unwrap().path());
-            }
-        }
-        out.push((
-            p.strip_prefix(dir).unwrap().to_owned(),
-            md.ino(),
-            md.ctime() * 1_000_000_000 + md.ctime_nsec(),
-            md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            md.size() as i64,
-            md.mode(),
-            md.is_file().then(|| std::fs::read(&p).unwrap()),
-        ));
-    }
+    let mut out: Vec<Seen> = lstat_all(dir)
+        .into_iter()
+        .map(|(p, md)| {
+            (
+                p.strip_prefix(dir).unwrap().to_owned(),
+                md.ino(),
+                md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+                md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                md.size() as i64,
+                md.mode(),
+                md.is_file().then(|| std::fs::read(&p).unwrap()),
+            )
+        })
+        .collect();
     out.sort();
     out
 }

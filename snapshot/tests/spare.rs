@@ -5,7 +5,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ci_warm_snapshot::{take, verify};
 use common::*;
@@ -22,20 +22,26 @@ fn tree(src: &Path, rng: &mut Rng) {
 
 /// Every regular file below `dir`, as (relative path, inode).
 fn inodes(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(p) = stack.pop() {
-        let md = std::fs::symlink_metadata(&p).unwrap();
-        if md.is_dir() {
-            for d in std::fs::read_dir(&p).unwrap() {
-                stack.push(d.unwrap().path());
-            }
-        } else if md.is_file() {
-            out.push((p.strip_prefix(dir).unwrap().to_owned(), md.ino()));
-        }
-    }
+    let mut out: Vec<_> = lstat_all(dir)
+        .into_iter()
+        .filter(|(_, md)| md.is_file())
+        .map(|(p, md)| (p.strip_prefix(dir).unwrap().to_owned(), md.ino()))
+        .collect();
     out.sort();
     out
+}
+
+/// A source, its first take and a second one after a change: the first snapshot is now the
+/// second one's spare.
+fn with_spare(seed: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let (src, app) = (d.path().join("src"), d.path().join("app"));
+    let mut rng = Rng(seed);
+    tree(&src, &mut rng);
+    take(&req(&app, "data", &src)).unwrap();
+    std::fs::write(src.join("d0/e1/f010"), b"a change").unwrap();
+    take(&req(&app, "data", &src)).unwrap();
+    (d, src, app)
 }
 
 fn check(src: &Path, app: &Path) {
@@ -94,13 +100,7 @@ fn the_replaced_snapshot_becomes_the_workspace_and_pins_no_data() {
 
 #[test]
 fn an_altered_spare_is_neither_followed_nor_trusted() {
-    let d = tempfile::tempdir().unwrap();
-    let (src, app) = (d.path().join("src"), d.path().join("app"));
-    let mut rng = Rng(8);
-    tree(&src, &mut rng);
-    take(&req(&app, "data", &src)).unwrap();
-    std::fs::write(src.join("d0/e1/f010"), b"a change").unwrap();
-    take(&req(&app, "data", &src)).unwrap();
+    let (d, src, app) = with_spare(8);
     let spare = app.join("snapshot/.cache/spare/volumes/data");
 
     // A directory of the spare swapped for a symlink to a directory outside; a stray file;
@@ -144,13 +144,7 @@ fn an_altered_spare_is_neither_followed_nor_trusted() {
 /// its identity moves, so the next take trusts neither, and copies it from the source.
 #[test]
 fn a_spare_file_written_in_place_is_copied_again() {
-    let d = tempfile::tempdir().unwrap();
-    let (src, app) = (d.path().join("src"), d.path().join("app"));
-    let mut rng = Rng(9);
-    tree(&src, &mut rng);
-    take(&req(&app, "data", &src)).unwrap();
-    std::fs::write(src.join("d0/e1/f010"), b"a change").unwrap();
-    take(&req(&app, "data", &src)).unwrap();
+    let (_d, src, app) = with_spare(9);
     let spare = app.join("snapshot/.cache/spare/volumes/data");
     let f = spare.join("d4/e0/f009");
     let md = std::fs::symlink_metadata(&f).unwrap();

@@ -137,6 +137,22 @@ pub struct Tree {
     pub groups: BTreeSet<BTreeSet<PathBuf>>,
 }
 
+/// Every path under `dir` (itself included) with its lstat, walked without following anything.
+pub fn lstat_all(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        if md.is_dir() {
+            for d in std::fs::read_dir(&p).unwrap() {
+                stack.push(d.unwrap().path());
+            }
+        }
+        out.push((p, md));
+    }
+    out
+}
+
 /// Walks `root` without following anything; `skip` names (relative paths) are left out.
 pub fn scan(root: &Path, skip: &[&str]) -> Tree {
     let mut entries = BTreeMap::new();
