@@ -164,6 +164,9 @@ pub struct Copied {
     pub sha256: String,
     pub data: Option<Vec<[u64; 2]>>,
     pub method: Method,
+    /// The new file's identity once its metadata was applied (read from the open file, so
+    /// the verify cache needs no lstat of it); `None` when no metadata was applied.
+    pub id: Option<crate::manifest::SourceId>,
 }
 
 /// Copies `src` to a new file `dst` (which must not exist) and hashes it (one thread: see
@@ -199,13 +202,19 @@ pub fn copy_and_hash(
             content::combine(size, &ps, &hashes)
         }
     };
-    if let Some(e) = meta {
-        crate::meta::apply_file(&to, dst, e)?;
-    }
+    let id = match meta {
+        Some(e) => {
+            crate::meta::apply_file(&to, dst, e)?;
+            let md = to.metadata().map_err(io("stat", dst))?;
+            Some(crate::meta::source_id(&md))
+        }
+        None => None,
+    };
     Ok(Copied {
         sha256,
         data,
         method,
+        id,
     })
 }
 

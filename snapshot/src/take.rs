@@ -227,8 +227,9 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
     let m = result?;
     // Every hash was computed from the very bytes written; identities are recorded only now,
     // after the replaced snapshot's names were unlinked (which moved the ctimes of inodes
-    // both shared). A file kept from the workspace was not touched by this take, unless a
-    // further name was linked to it: its vouched identity still holds.
+    // both shared). A file kept from the workspace was not touched by this take, nor a file
+    // copied since its metadata was applied, unless a further name was linked to it: the
+    // identity known then still holds.
     let published = req.parent.join(publish::SNAPSHOT);
     let by_name: HashMap<&str, &Plan> = plans.iter().map(|p| (p.name.as_str(), p)).collect();
     let linked_to: HashMap<&str, std::collections::HashSet<usize>> = m
@@ -246,7 +247,10 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
         let linked = linked_to.get(vol).is_some_and(|f| f.contains(&i));
         match (plan.kept.get(i), plan.reuse.get(i), plan.hash_known.get(i)) {
             (Some(true), Some(Some((_, vouched))), _) if !linked => Record::As(*vouched),
-            (_, _, Some(true)) => Record::Lstat,
+            (_, _, Some(true)) => match plan.ids.get(i) {
+                Some(Some(id)) if !linked => Record::As(*id),
+                _ => Record::Lstat,
+            },
             _ => Record::Unknown,
         }
     })
@@ -271,6 +275,8 @@ struct Plan {
     shared: Vec<bool>,
     /// Per entry: already right in the workspace (see `spare`), left untouched.
     kept: Vec<bool>,
+    /// Per entry: the identity a file copied now had once its metadata was applied.
+    ids: Vec<Option<SourceId>>,
     /// Per entry: the content is known to match its hash (copied and hashed now, or linked
     /// to a previous-snapshot inode that was itself known good), for the verify cache.
     hash_known: Vec<bool>,
@@ -421,6 +427,7 @@ fn plan_volume(
         same,
         shared: Vec::new(),
         kept: Vec::new(),
+        ids: Vec::new(),
         hash_known: Vec::new(),
         needed,
         sockets,
@@ -494,6 +501,7 @@ fn build(
         let mut has_meta = vec![false; n];
         plan.hash_known = vec![false; n];
         plan.shared = vec![false; n];
+        plan.ids = vec![None; n];
         // Directories, links and special files first (parents before children: walk order).
         for (i, e) in plan.entries.iter().enumerate() {
             let dst = root.join(e.rel());
@@ -597,6 +605,7 @@ fn build(
                 }
                 Done::Copied(c) => c,
             };
+            plan.ids[job.index] = c.id;
             e.sha256 = Some(c.sha256);
             e.data = c.data;
             count(summary, c.method, e.size);
