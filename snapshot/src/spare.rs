@@ -211,6 +211,15 @@ pub fn stash(
             progress.phase(Phase::RemovingPrevious { removed, parts });
         }
     }
+    put(snap, old)?;
+    removed += 1;
+    progress.phase(Phase::RemovingPrevious { removed, parts });
+    Ok(())
+}
+
+/// Moves `tree` to `snap`'s `.cache/spare` (replacing one that is there), reaching it through
+/// directory fds opened `O_NOFOLLOW`.
+fn put(snap: &Path, tree: &Path) -> Result<()> {
     let root = fsat::open_root(snap)?;
     let label = snap.join(".cache/spare");
     match nix::sys::stat::mkdirat(
@@ -223,11 +232,91 @@ pub fn stash(
     }
     let cache = fsat::open_dir_at(root.as_fd(), CACHE, &label)?;
     fsat::remove_at(cache.as_fd(), SPARE, &label)?;
-    let c = CString::new(old.as_os_str().as_bytes())
-        .map_err(|e| io("naming", old)(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    let c = CString::new(tree.as_os_str().as_bytes()).map_err(|e| {
+        io("naming", tree)(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    })?;
     nix::fcntl::renameat(nix::fcntl::AT_FDCWD, c.as_c_str(), cache.as_fd(), SPARE)
-        .map_err(nix_io("keeping as the spare", old))?;
-    removed += 1;
-    progress.phase(Phase::RemovingPrevious { removed, parts });
-    Ok(())
+        .map_err(nix_io("keeping as the spare", tree))
+}
+
+/// After a failed take: the claimed spare `ws` goes back into the published snapshot `snap`,
+/// without anything that take wrote. Every regular file that is not a name of the published
+/// snapshot's inode at the same path (a copy the attempt made) is removed, and so are the
+/// attempt's manifest and caches; what else differs from the next plan, the next take removes.
+pub fn give_back(snap: &Path, ws: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    keep_only(ws, &[VOLUMES])?;
+    let vols = ws.join(VOLUMES);
+    if let Ok(rd) = std::fs::read_dir(&vols) {
+        for d in rd {
+            let d = d.map_err(io("listing", &vols))?;
+            let root = d.path();
+            if !std::fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir()) {
+                remove_tree(&root)?;
+                continue;
+            }
+            let published = snap.join(VOLUMES).join(d.file_name());
+            let inspect = |rel: &Path| -> Result<Option<Seen>> {
+                let path = root.join(rel);
+                let md = std::fs::symlink_metadata(&path).map_err(io("lstat", &path))?;
+                if md.is_file() {
+                    let shared = std::fs::symlink_metadata(published.join(rel))
+                        .is_ok_and(|p| (p.dev(), p.ino()) == (md.dev(), md.ino()));
+                    if !shared {
+                        remove_tree(&path)?;
+                    }
+                }
+                Ok(Some(Seen {
+                    dir: md.is_dir(),
+                    kept: None,
+                }))
+            };
+            walk(&root, &inspect)?;
+        }
+    }
+    put(snap, ws)
+}
+
+/// After a first take (nothing was replaced): makes `snap`'s spare from the snapshot itself,
+/// its directories and a further name of each file, so that the next take already starts
+/// from a workspace. While this take's inodes are still cached, a link costs less than the
+/// next take would pay for it on a cold tree. The caller records the verify cache afterwards
+/// (the links moved the files' ctimes). On failure the partial spare is left for the next
+/// take to check or remove, like any spare.
+pub fn prepare(snap: &Path, volumes: &[crate::manifest::Volume]) -> Result<()> {
+    let cache = snap.join(".cache");
+    match std::fs::create_dir(&cache) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("creating", &cache)(e)),
+    }
+    let spare = cache.join("spare");
+    remove_tree(&spare)?;
+    let files: Vec<(std::path::PathBuf, std::path::PathBuf)> = {
+        let mut files = Vec::new();
+        for v in volumes {
+            let from = snap.join(VOLUMES).join(&v.name);
+            let to = spare.join(VOLUMES).join(&v.name);
+            std::fs::create_dir_all(to.parent().unwrap_or(&spare)).map_err(io("creating", &to))?;
+            for e in &v.entries {
+                let rel = e.rel();
+                match e.kind {
+                    Kind::Dir => {
+                        let d = to.join(&rel);
+                        std::fs::create_dir(&d).map_err(io("creating", &d))?;
+                    }
+                    Kind::File if e.link_of.is_none() => {
+                        files.push((from.join(&rel), to.join(&rel)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        files
+    };
+    crate::pool::for_each_with(
+        &files,
+        || (),
+        |(), (from, to)| std::fs::hard_link(from, to).map_err(io("linking", to)),
+    )
 }

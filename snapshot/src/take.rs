@@ -200,7 +200,18 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
         publish::syncfs(&tmp)?;
         publish::sync_dir(&tmp)?;
         progress.phase(Phase::Flushed);
-        if publish::exchange(&req.parent, &tmp)? {
+        let replaced = publish::exchange(&req.parent, &tmp)?;
+        if !replaced {
+            let snap = req.parent.join(publish::SNAPSHOT);
+            if let Err(e) = spare::prepare(&snap, &m.volumes) {
+                tracing::warn!(path = %snap.display(), error = %e, "cannot prepare the next take's workspace");
+            }
+            // The links moved every file's ctime: identities are read again.
+            for p in plans.iter_mut() {
+                p.ids.iter_mut().for_each(|id| *id = None);
+            }
+        }
+        if replaced {
             progress.phase(Phase::Exchanged);
             // `tmp` now holds the replaced snapshot. The new one is published whatever
             // happens here; a leftover is a `.tmp-*` like any other and the next take
@@ -221,8 +232,17 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
         Ok(m)
     });
     if result.is_err() {
-        // Nothing of the failed attempt may linger (a full disk stays full otherwise).
-        let _ = publish::remove_tree(&tmp);
+        // Nothing of the failed attempt may linger (a full disk stays full otherwise). A
+        // claimed spare goes back without what the attempt wrote: removing it whole would
+        // unlink a name of nearly every published file, which moves their ctimes, and the
+        // next take and restore would trust none of them.
+        let back = claimed
+            && spare::give_back(&prev_dir, &tmp)
+                .inspect_err(|e| tracing::warn!(path = %tmp.display(), error = %e, "cannot keep the workspace of the failed take"))
+                .is_ok();
+        if !back {
+            let _ = publish::remove_tree(&tmp);
+        }
     }
     let m = result?;
     // Every hash was computed from the very bytes written; identities are recorded only now,
