@@ -12,8 +12,8 @@
 #      and this runs as root; no: skip), CARGO_TARGET_DIR (default: the workspace's target/).
 #
 # Phases: first snapshot; again with nothing changed (no-op); again after appending to 1% of
-# the small files; once more after appending to another 1% (the steady state: from this take
-# on, a take starts from the spare tree the previous one left, see docs/operations.md); then, once, a full restore into an empty dir, a restore onto an unchanged
+# the small files; once more after appending to another 1% (every take after the first starts
+# from the spare tree the previous one left, see docs/operations.md); then, once, a full restore into an empty dir, a restore onto an unchanged
 # target and verify. The page cache is dropped before every timed phase when possible, and
 # every timing includes a final `sync` (the engine fsyncs, the others do not).
 # Targets (issue #19): first <= 1.0x cp -a; no-op <= rsync's no-op; 1%-changed <= 0.8x
@@ -192,7 +192,7 @@ suite() {
       "$(ratio "$m2" "$cp_m")x" "$(ratio "$m2" "$r2")x" "$qr2" "<= rsync no-op: $(verdict "$m2" "<=" "$r2")"
     printf '%-26s %8.2f %8s %8.2f %8s  %-9s %-9s %-9s %s\n' "again, 1% changed" "$m3" - "$r3" "$q3" \
       "$(ratio "$m3" "$cp_m")x" "$(ratio "$m3" "$r3")x" "$qr3" "<= 0.8x rsync update: $(verdict "$(ratio "$m3" "$r3")" "<=" 0.8)"
-    printf '%-26s %8.2f %8s %8.2f %8s  %-9s %-9s %-9s %s\n' "again, 1% more (spare)" "$m4" - "$r4" "$q4" \
+    printf '%-26s %8.2f %8s %8.2f %8s  %-9s %-9s %-9s %s\n' "again, another 1%" "$m4" - "$r4" "$q4" \
       "$(ratio "$m4" "$cp_m")x" "$(ratio "$m4" "$r4")x" "$qr4" "<= 0.8x rsync update: $(verdict "$(ratio "$m4" "$r4")" "<=" 0.8)"
     printf '%-26s %8.2f %8.2f %8.2f %8s  %-9s %-9s\n' "full restore (once)" "$full" "$cp_m" "$rs_m" - \
       "$(ratio "$full" "$cp_m")x" "$(ratio "$full" "$rs_m")x"
