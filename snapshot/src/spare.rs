@@ -198,7 +198,8 @@ pub fn stash(
     let parts = drop.iter().map(|(_, r)| r.len() as u64).sum::<u64>() + 2;
     let mut removed = 1u64;
     progress.phase(Phase::RemovingPrevious { removed, parts });
-    for (name, rels) in drop {
+    // A volume the replaced snapshot did not have has nothing to remove (and no root).
+    for (name, rels) in drop.iter().filter(|(_, rels)| !rels.is_empty()) {
         let root_path = old.join(VOLUMES).join(name);
         let root = fsat::open_root(&root_path)?;
         let mut walker = fsat::Walker::new(root.as_fd(), &root_path);

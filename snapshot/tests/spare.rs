@@ -160,3 +160,42 @@ fn a_spare_file_written_in_place_is_copied_again() {
     assert_eq!(s.files_copied, 1, "{s:?}");
     check(&src, &app);
 }
+
+/// Volumes come and go between takes: the spare follows, and the snapshot is exact each time.
+#[test]
+fn volumes_added_and_removed_between_takes_keep_the_spare() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b, app) = (d.path().join("a"), d.path().join("b"), d.path().join("app"));
+    let mut rng = Rng(10);
+    tree(&a, &mut rng);
+    tree(&b, &mut rng);
+    let both = |vols: &[(&str, &Path)]| {
+        let mut r = req(&app, vols[0].0, vols[0].1);
+        r.sources = vols
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.to_path_buf()))
+            .collect();
+        take(&r).unwrap()
+    };
+    let spare = app.join("snapshot/.cache/spare/volumes");
+    both(&[("a", &a)]);
+    std::fs::write(a.join("d0/e1/f010"), b"a change").unwrap();
+    both(&[("a", &a), ("b", &b)]);
+    assert_eq!(names(&spare), ["a"], "the spare is the replaced snapshot");
+    let report = verify(&app.join("snapshot")).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_same_snapshot(&b, &app.join("snapshot/volumes/b"), &[]);
+
+    std::fs::write(b.join("d0/e1/f010"), b"b change").unwrap();
+    let s = both(&[("b", &b)]);
+    assert_eq!(s.files_copied, 1, "{s:?}");
+    assert_eq!(
+        names(&spare),
+        ["b"],
+        "only volumes the snapshot has stay in the spare"
+    );
+    let report = verify(&app.join("snapshot")).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_same_snapshot(&b, &app.join("snapshot/volumes/b"), &[]);
+    assert!(!app.join("snapshot/volumes/a").exists());
+}
