@@ -278,6 +278,15 @@ pub fn give_back(snap: &Path, ws: &Path) -> Result<()> {
     put(snap, ws)
 }
 
+/// Directories of a spare made from nothing are private (0700) until the next take gives them
+/// their entries' metadata: the files' names are no one else's business meanwhile.
+fn private_dir() -> std::fs::DirBuilder {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut b = std::fs::DirBuilder::new();
+    b.mode(0o700);
+    b
+}
+
 /// After a first take (nothing was replaced): makes `snap`'s spare from the snapshot itself,
 /// its directories and a further name of each file, so that the next take already starts
 /// from a workspace. While this take's inodes are still cached, a link costs less than the
@@ -298,13 +307,16 @@ pub fn prepare(snap: &Path, volumes: &[crate::manifest::Volume]) -> Result<()> {
         for v in volumes {
             let from = snap.join(VOLUMES).join(&v.name);
             let to = spare.join(VOLUMES).join(&v.name);
-            std::fs::create_dir_all(to.parent().unwrap_or(&spare)).map_err(io("creating", &to))?;
+            private_dir()
+                .recursive(true)
+                .create(to.parent().unwrap_or(&spare))
+                .map_err(io("creating", &to))?;
             for e in &v.entries {
                 let rel = e.rel();
                 match e.kind {
                     Kind::Dir => {
                         let d = to.join(&rel);
-                        std::fs::create_dir(&d).map_err(io("creating", &d))?;
+                        private_dir().create(&d).map_err(io("creating", &d))?;
                     }
                     Kind::File if e.link_of.is_none() => {
                         files.push((from.join(&rel), to.join(&rel)))
