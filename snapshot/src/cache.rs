@@ -25,7 +25,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -97,40 +96,23 @@ impl Verified {
         };
         for v in &m.volumes {
             let root = dir.join(VOLUMES).join(&v.name);
-            let ids: Vec<Mutex<Option<SourceId>>> =
-                (0..v.entries.len()).map(|_| Mutex::new(None)).collect();
-            let idx: Vec<usize> = (0..v.entries.len()).collect();
-            // On every worker: tens of thousands of lstats, each waiting on an inode read
-            // when it is cold.
-            let _ = crate::pool::for_each_with(
-                &idx,
-                || (),
-                |(), &i| {
-                    let e = &v.entries[i];
-                    let lstat = || {
-                        std::fs::symlink_metadata(root.join(e.rel()))
-                            .ok()
-                            .map(|md| source_id(&md))
-                    };
-                    let id = if e.kind != crate::manifest::Kind::File {
-                        lstat()
-                    } else {
-                        match file(&v.name, i) {
-                            Record::Unknown => None,
-                            Record::Lstat => lstat(),
-                            Record::As(id) => Some(id),
-                        }
-                    };
-                    if let Ok(mut slot) = ids[i].lock() {
-                        *slot = id;
-                    }
-                    Ok(())
-                },
-            );
-            let ids = ids
-                .into_iter()
-                .map(|m| m.into_inner().ok().flatten())
-                .collect();
+            // Tens of thousands of lstats, each waiting on an inode read when it is cold.
+            let ids = crate::pool::map(v.entries.len(), |i| {
+                let e = &v.entries[i];
+                let lstat = || {
+                    std::fs::symlink_metadata(root.join(e.rel()))
+                        .ok()
+                        .map(|md| source_id(&md))
+                };
+                if e.kind != crate::manifest::Kind::File {
+                    return lstat();
+                }
+                match file(&v.name, i) {
+                    Record::Unknown => None,
+                    Record::Lstat => lstat(),
+                    Record::As(id) => Some(id),
+                }
+            });
             out.volumes.insert(v.name.clone(), ids);
         }
         out

@@ -51,3 +51,27 @@ pub fn for_each_with<T: Sync, S>(
         None => Ok(()),
     }
 }
+
+/// `f(i)` for every `i` below `n` on `io_threads()` workers (each one waiting on the disk,
+/// e.g. a cold lstat), the results in order of `i` (a result lost to a panicking worker is
+/// `R::default()`, which callers choose to mean "not known").
+pub fn map<R: Send + Default>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let slots: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let idx: Vec<usize> = (0..n).collect();
+    // `f` cannot fail, so neither can the walk over the indices.
+    let _ = for_each_with(
+        &idx,
+        || (),
+        |(), &i| {
+            let r = f(i);
+            if let Ok(mut slot) = slots[i].lock() {
+                *slot = Some(r);
+            }
+            Ok(())
+        },
+    );
+    slots
+        .into_iter()
+        .map(|m| m.into_inner().ok().flatten().unwrap_or_default())
+        .collect()
+}

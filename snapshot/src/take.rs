@@ -210,8 +210,7 @@ pub fn take_with_progress(req: &TakeRequest, progress: &dyn Progress) -> Result<
             for p in plans.iter_mut() {
                 p.ids.iter_mut().for_each(|id| *id = None);
             }
-        }
-        if replaced {
+        } else {
             progress.phase(Phase::Exchanged);
             // `tmp` now holds the replaced snapshot. The new one is published whatever
             // happens here; a leftover is a `.tmp-*` like any other and the next take
@@ -436,7 +435,7 @@ fn plan_volume(
     // Only a source found exactly as the manifest has it can make a no-op take; only then
     // is every inode of the published snapshot checked (one lstat each).
     let same = match prev {
-        Some(v) if v.entries == entries => still_vouched(name, v, &snap_root, prev_known)?,
+        Some(v) if v.entries == entries => still_vouched(name, v, &snap_root, prev_known),
         _ => vec![false; entries.len()],
     };
     Ok(Plan {
@@ -457,25 +456,14 @@ fn plan_volume(
 /// Per entry of the published volume `v` (at `root`): its inode still has the identity the
 /// verify cache recorded when it last matched (a further name of a hardlinked file: its
 /// first name's inode). Checked on every worker: a cold lstat waits on the disk.
-fn still_vouched(name: &str, v: &Volume, root: &Path, known: &Verified) -> Result<Vec<bool>> {
-    let out: Vec<std::sync::atomic::AtomicBool> = (0..v.entries.len())
-        .map(|_| std::sync::atomic::AtomicBool::new(false))
-        .collect();
-    let idx: Vec<usize> = (0..v.entries.len()).collect();
-    crate::pool::for_each_with(
-        &idx,
-        || (),
-        |(), &i| {
-            let e = &v.entries[i];
-            let held = known.get(name, e.link_of.unwrap_or(i)).is_some_and(|id| {
-                std::fs::symlink_metadata(root.join(e.rel()))
-                    .is_ok_and(|md| meta::source_id(&md) == *id)
-            });
-            out[i].store(held, Ordering::Relaxed);
-            Ok(())
-        },
-    )?;
-    Ok(out.into_iter().map(|b| b.into_inner()).collect())
+fn still_vouched(name: &str, v: &Volume, root: &Path, known: &Verified) -> Vec<bool> {
+    crate::pool::map(v.entries.len(), |i| {
+        let e = &v.entries[i];
+        known.get(name, e.link_of.unwrap_or(i)).is_some_and(|id| {
+            std::fs::symlink_metadata(root.join(e.rel()))
+                .is_ok_and(|md| meta::source_id(&md) == *id)
+        })
+    })
 }
 
 impl IsDir for Found {
