@@ -48,6 +48,30 @@ impl Kind {
         }
     }
 
+    /// The config of the demo app deployed as `st` from `repo`: recipe, version, probes, and
+    /// this deployer's keys with `env` in its env file ([`Kind::app_keys_with_env`]).
+    pub fn demo_app(
+        self,
+        st: &TestStack,
+        repo: &str,
+        stateful: bool,
+        initial: &str,
+        probes: Value,
+        env: &[(&str, &str)],
+    ) -> Value {
+        let mut app = json!({
+            "recipe": "demo",
+            "repo": repo,
+            "stateful": stateful,
+            "initial_version": initial,
+            "probes": probes,
+        });
+        if let Some(m) = app.as_object_mut() {
+            m.extend(self.app_keys_with_env(st, env));
+        }
+        app
+    }
+
     /// The deployer-dependent keys of the app deployed as `st`: its domain, stack and env (the
     /// stack deployer's env file; for abra the keys its bootstrap writes into the env file abra
     /// creates). abra derives the stack from the domain (dots become underscores), so the

@@ -48,16 +48,8 @@ impl World {
             DemoRecipe::with_catalogue(&st.path().join("recipe"), Some(upto)).expect("demo recipe");
         let state_dir = st.path().join("state");
         let config = st.path().join("config.json");
-        let mut app = serde_json::json!({
-            "recipe": "demo",
-            "repo": recipe.url(),
-            "stateful": true,
-            "initial_version": V100,
-            "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
-        });
-        app.as_object_mut()
-            .expect("an object")
-            .extend(kind.app_keys(&st));
+        let probes = serde_json::json!([{"url": format!("http://127.0.0.1:{}/health", st.port)}]);
+        let app = kind.demo_app(&st, &recipe.url(), true, V100, probes, &[]);
         let json = serde_json::json!({
             "state_dir": state_dir,
             "deployer": kind.deployer(&st),

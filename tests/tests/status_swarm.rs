@@ -77,14 +77,8 @@ async fn status_metrics_and_alerts_after_upgrade_hold_and_rollback(kind: Kind) {
     let state_dir = st.path().join("state");
     let config = st.path().join("config.json");
     let hook_log = st.path().join("hook.log");
-    let mut app = serde_json::json!({
-        "recipe": "demo",
-        "repo": recipe.url(),
-        "stateful": true,
-        "initial_version": V100,
-        "probes": [{"url": format!("http://127.0.0.1:{}/health", st.port)}],
-    });
-    app.as_object_mut().unwrap().extend(kind.app_keys(&st));
+    let probes = serde_json::json!([{"url": format!("http://127.0.0.1:{}/health", st.port)}]);
+    let app = kind.demo_app(&st, &recipe.url(), true, V100, probes, &[]);
     let json = serde_json::json!({
         "state_dir": state_dir,
         "deployer": kind.deployer(&st),

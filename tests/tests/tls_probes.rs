@@ -117,14 +117,14 @@ async fn each_probe_reaches_its_own_app_by_name_and_trust_is_explicit() {
 /// A host config whose app (deployed by `kind`, at its domain `kind.domain(st)`) has `probe`.
 fn write_config(kind: Kind, st: &TestStack, recipe: &DemoRecipe, probe: Value) -> PathBuf {
     let config = st.path().join("config.json");
-    let mut app = serde_json::json!({
-        "recipe": "demo",
-        "repo": recipe.url(),
-        "stateful": true,
-        "initial_version": V100,
-        "probes": [probe],
-    });
-    app.as_object_mut().unwrap().extend(kind.app_keys(st));
+    let app = kind.demo_app(
+        st,
+        &recipe.url(),
+        true,
+        V100,
+        serde_json::json!([probe]),
+        &[],
+    );
     let json = serde_json::json!({
         "state_dir": st.path().join("state"),
         "deployer": kind.deployer(st),
